@@ -1,0 +1,13 @@
+"""Errors a user can fix: the CLI prints them as one line and exits 2."""
+
+
+class FmnistError(Exception):
+    """Bad input the user can correct (a file, a spec, an option). Never an internal bug."""
+
+
+class DataError(FmnistError):
+    """A data file is missing or malformed; the message names the file and the fault."""
+
+
+class SpecError(FmnistError, ValueError):
+    """A spec is invalid; the message names the field (``convs[2].filters: ...``)."""

@@ -1,0 +1,1 @@
+"""The search layer: Optuna studies, pruning, export and the ``fmnist-search`` CLI."""

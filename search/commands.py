@@ -1,0 +1,117 @@
+"""What each CLI subcommand does; ``search.cli`` only parses arguments and maps errors to exit codes."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import fmnist
+from fmnist.errors import FmnistError, SpecError
+from space import ModelSpec, build, flops, param_count, zoo
+
+from .report import format_table
+
+
+def load_model_spec(path: Path) -> ModelSpec:
+    """A ModelSpec JSON file; every fault is one line naming the file."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise FmnistError(f"--spec {path}: cannot read ({e.strerror or e})") from None
+    try:
+        return ModelSpec.from_json(text)
+    except SpecError as e:
+        raise SpecError(f"{path}: {e}") from None
+
+
+def with_overrides(spec: ModelSpec, **overrides) -> ModelSpec:
+    """The spec with the training settings given on the command line (None = keep)."""
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(spec, train=dataclasses.replace(spec.train, **changes)) if changes else spec
+
+
+def prepare_data(args: argparse.Namespace) -> fmnist.Splits:
+    """Load, split and move to the device, printing any notice about unofficial files."""
+    device = fmnist.pick_device(args.device)
+    fmnist.pick_precision(device, args.precision)  # reject a bad --precision before loading data
+    ds = fmnist.load(args.data_dir, download=not args.no_download)
+    for notice in ds.notices:
+        print(notice, file=sys.stderr)
+    return fmnist.make_splits(ds, args.val_size, args.seed, args.train_subset).to(device)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def train(args: argparse.Namespace) -> int:
+    preset = zoo.preset(args.preset) if args.preset else None
+    spec = preset.spec if preset else load_model_spec(args.spec)
+    spec = with_overrides(spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    data = prepare_data(args)
+    model = build(spec.arch, seed=args.seed)
+    name = preset.name if preset else str(args.spec)
+    print(f"{name}: {param_count(spec.arch):,} params, {flops(spec.arch) / 1e6:.1f} MFLOPs; "
+          f"train {len(data.train):,} / val {len(data.val):,} / test {len(data.test):,} images "
+          f"on {data.train.images.device}; {spec.train.epochs} epochs, batch {spec.train.batch_size}")
+
+    bar = tqdm(total=1, unit="img", unit_scale=True, disable=args.quiet, dynamic_ncols=True, leave=False)
+
+    def on_progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        if done % (50 * spec.train.batch_size) < spec.train.batch_size or done == total:
+            bar.refresh()
+
+    def on_report(r: fmnist.Report) -> None:
+        tqdm.write(f"epoch {r.epoch:g}: train loss {r.train_loss:.4f}, val acc {_pct(r.val_acc)}",
+                   file=sys.stdout)
+
+    result = fmnist.train(model, data, spec.train, seed=args.seed, precision=args.precision,
+                          compile=args.compile, on_report=on_report, on_progress=on_progress)
+    bar.close()
+    if result.stop_reason:
+        print(f"stopped: {result.stop_reason}")
+    rows = [["params", f"{param_count(spec.arch):,}"],
+            ["validation acc", _pct(result.val_acc)],
+            ["test acc", _pct(result.test_acc)],
+            ["test top-5", _pct(result.test_top5)],
+            ["images/s", f"{result.images_per_s:,.0f} ({result.device}, {result.precision})"]]
+    if preset and preset.reported_acc is not None:
+        rows.append([f"seed {preset.seed} reported", f"{preset.reported_acc:.2f}% ({preset.reported_split})"])
+    print(format_table(["", name], rows))
+    if args.save:
+        save_trained(args.save, spec, model, result)
+        print(f"saved to {args.save}")
+    return 0 if not result.stop_reason else 1
+
+
+def save_trained(folder: Path, spec: ModelSpec, model: torch.nn.Module, result: fmnist.TrainResult) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "spec.json").write_text(spec.to_json())
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, folder / "weights.pt")
+        (folder / "metrics.json").write_text(json.dumps({
+            "params": param_count(spec.arch), "flops": flops(spec.arch), "val_acc": result.val_acc,
+            "test_acc": result.test_acc, "test_top5": result.test_top5,
+            "curve": [dataclasses.asdict(r) for r in result.curve]}, indent=2))
+    except OSError as e:
+        raise FmnistError(f"--save {folder}: cannot write ({e.strerror or e})") from None
+
+
+def presets(args: argparse.Namespace) -> int:
+    rows = []
+    for p in zoo.PRESETS:
+        rows.append([p.name, p.seed_model, f"{p.params:,}",
+                     "-" if p.reported_params is None else f"{p.reported_params:,}",
+                     "exact" if p.exact else ("-" if p.gap is None else f"{p.gap:+,}"),
+                     f"{p.flops / 1e6:.1f}",
+                     "-" if p.reported_acc is None else f"{p.reported_acc:.2f}%", p.reported_split])
+    print(format_table(["preset", "seed's model", "params", "seed's params", "gap", "MFLOPs",
+                        "seed's acc", "measured on"], rows))
+    return 0

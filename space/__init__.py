@@ -1,0 +1,10 @@
+"""The architecture space: specs, the model builder, counts from the spec, the seed zoo."""
+from fmnist.errors import SpecError
+from fmnist.trainspec import AugmentSpec, TrainSpec
+
+from .build import build
+from .count import flops, param_count
+from .spec import ArchSpec, ConvBlock, DenseLayer, ModelSpec
+
+__all__ = ["SpecError", "AugmentSpec", "TrainSpec", "build", "flops", "param_count",
+           "ArchSpec", "ConvBlock", "DenseLayer", "ModelSpec"]

@@ -1,0 +1,131 @@
+"""Architecture specs: frozen dataclasses, validated on construction, JSON round-trip.
+
+A ``ModelSpec`` is what a search trial or a preset is: an ``ArchSpec`` (the network) and a
+``TrainSpec`` (how to train it). The same spec always builds the same model (``space.build``),
+and its parameter count and FLOPs follow from the spec alone (``space.count``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fmnist import specio
+from fmnist.errors import SpecError
+from fmnist.specio import check_bool, check_choice, check_float, check_int
+from fmnist.trainspec import TrainSpec
+
+ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "elu")
+BN_PLACES = ("off", "before", "after")   # batch norm before or after the activation
+PADDINGS = ("same", "valid")
+POOLS = ("none", "max", "avg")           # 2x2, stride 2, floor (as Keras and PyTorch default)
+HEADS = ("flatten", "gap")               # flatten the feature map, or global average pooling
+
+
+@dataclass(frozen=True)
+class ConvBlock:
+    """[1x1 reduction conv + activation] -> conv -> batch norm / activation -> pool -> dropout."""
+    filters: int
+    kernel: int = 3
+    padding: str = "same"
+    reduce: int = 0          # channels of a 1x1 "network in network" conv before this one; 0 = none
+    bn: str = "off"
+    activation: str = "relu"
+    pool: str = "none"
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_int("filters", self.filters, 1, 4096)
+        check_int("kernel", self.kernel, 1, 11)
+        check_choice("padding", self.padding, PADDINGS)
+        check_int("reduce", self.reduce, 0, 4096)
+        check_choice("bn", self.bn, BN_PLACES)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("pool", self.pool, POOLS)
+        check_float("dropout", self.dropout, 0.0, 0.95)
+
+
+@dataclass(frozen=True)
+class DenseLayer:
+    """Linear -> batch norm / activation -> dropout."""
+    units: int
+    dropout: float = 0.0
+    bn: str = "off"
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        check_int("units", self.units, 1, 65536)
+        check_float("dropout", self.dropout, 0.0, 0.95)
+        check_choice("bn", self.bn, BN_PLACES)
+        check_choice("activation", self.activation, ACTIVATIONS)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """The network: optional input padding and batch norm, conv blocks, head, dense layers, output."""
+    convs: tuple[ConvBlock, ...]
+    dense: tuple[DenseLayer, ...] = ()
+    input_pad: int = 0        # zero padding around the 28x28 input (LeNet-5 wants 32x32)
+    input_bn: bool = False    # batch norm on the input image (seed 003 starts with one)
+    head: str = "flatten"
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        for name, items, cls in (("convs", self.convs, ConvBlock), ("dense", self.dense, DenseLayer)):
+            if not isinstance(items, tuple):
+                raise SpecError(f"{name}: expected a tuple of {cls.__name__}, got {type(items).__name__}")
+            for i, item in enumerate(items):
+                if not isinstance(item, cls):
+                    raise SpecError(f"{name}[{i}]: expected a {cls.__name__}, got {item!r}")
+        check_int("input_pad", self.input_pad, 0, 16)
+        check_bool("input_bn", self.input_bn)
+        check_choice("head", self.head, HEADS)
+        check_int("num_classes", self.num_classes, 2, 1000)
+        feature_shapes(self)  # raises, naming the block, when the spatial size reaches zero
+
+    def to_json(self) -> str:
+        return specio.to_json(self)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ArchSpec":
+        return specio.from_json(cls, text)
+
+
+def conv_out(size: int, block: ConvBlock) -> int:
+    return size if block.padding == "same" else size - block.kernel + 1
+
+
+def feature_shapes(arch: ArchSpec, image_size: int = 28) -> list[tuple[int, int]]:
+    """(channels, side) entering each conv block, then after the last; errors name the block."""
+    channels, side = 1, image_size + 2 * arch.input_pad
+    shapes = [(channels, side)]
+    for i, block in enumerate(arch.convs):
+        after_conv = conv_out(side, block)
+        if after_conv < 1:
+            raise SpecError(f"convs[{i}].kernel: a {block.kernel}x{block.kernel} 'valid' conv on a "
+                            f"{side}x{side} feature map leaves nothing (spatial size reaches zero)")
+        side = after_conv // 2 if block.pool != "none" else after_conv
+        if side < 1:
+            raise SpecError(f"convs[{i}].pool: pooling a {after_conv}x{after_conv} feature map "
+                            f"leaves nothing (spatial size reaches zero)")
+        channels = block.filters
+        shapes.append((channels, side))
+    return shapes
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One candidate: the architecture and its training settings. The unit of presets and trials."""
+    arch: ArchSpec
+    train: TrainSpec = field(default_factory=TrainSpec)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.arch, ArchSpec):
+            raise SpecError(f"arch: expected an ArchSpec, got {self.arch!r}")
+        if not isinstance(self.train, TrainSpec):
+            raise SpecError(f"train: expected a TrainSpec, got {self.train!r}")
+
+    def to_json(self) -> str:
+        return specio.to_json(self)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelSpec":
+        return specio.from_json(cls, text)

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic import write_dataset  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """A synthetic data folder (600 train, 200 test images), shared by the whole session: read only."""
+    return write_dataset(tmp_path_factory.mktemp("synth"))
+
+
+@pytest.fixture(autouse=True)
+def _no_real_data_env(monkeypatch):
+    """Tests pass --data-dir explicitly; an FMNIST_DATA from the environment must not leak in."""
+    monkeypatch.delenv("FMNIST_DATA", raising=False)
+
+
+def real_data_dir() -> Path | None:
+    for candidate in (os.environ.get("FMNIST_DATA"), REPO.parent / "shared" / "data" / "fashion-mnist"):
+        if candidate and (Path(candidate) / "train-images-idx3-ubyte.gz").is_file():
+            return Path(candidate)
+    return None

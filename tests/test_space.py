@@ -1,0 +1,129 @@
+"""Specs round-trip and validate; counts from the spec equal the built model; the seed zoo is exact."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from torch.utils.flop_counter import FlopCounterMode
+
+from space import ArchSpec, ConvBlock, DenseLayer, ModelSpec, SpecError, build, flops, param_count, zoo
+from space.spec import ACTIVATIONS, BN_PLACES, HEADS, POOLS
+
+conv_blocks = st.builds(
+    ConvBlock, filters=st.integers(1, 12), kernel=st.sampled_from([1, 3, 5]),
+    padding=st.sampled_from(["same", "valid"]), reduce=st.sampled_from([0, 0, 2, 5]),
+    bn=st.sampled_from(BN_PLACES), activation=st.sampled_from(ACTIVATIONS),
+    pool=st.sampled_from(POOLS), dropout=st.sampled_from([0.0, 0.3]))
+dense_layers = st.builds(DenseLayer, units=st.integers(1, 20), dropout=st.sampled_from([0.0, 0.2]),
+                         bn=st.sampled_from(BN_PLACES), activation=st.sampled_from(ACTIVATIONS))
+
+
+@st.composite
+def arch_specs(draw) -> ArchSpec:
+    try:
+        return ArchSpec(convs=tuple(draw(st.lists(conv_blocks, max_size=4))),
+                        dense=tuple(draw(st.lists(dense_layers, max_size=2))),
+                        input_pad=draw(st.integers(0, 2)), input_bn=draw(st.booleans()),
+                        head=draw(st.sampled_from(HEADS)), num_classes=draw(st.integers(2, 12)))
+    except SpecError:
+        assume(False)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(arch_specs())
+def test_param_count_and_flops_equal_the_built_model(arch):
+    model = build(arch).eval()
+    assert param_count(arch) == sum(p.numel() for p in model.parameters())
+    with FlopCounterMode(display=False) as counter:
+        out = model(torch.zeros(1, 1, 28, 28))
+    assert out.shape == (1, arch.num_classes)
+    assert flops(arch) == counter.get_total_flops()
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(arch_specs())
+def test_json_round_trip(arch):
+    spec = ModelSpec(arch)
+    assert ModelSpec.from_json(spec.to_json()) == spec
+
+
+def test_same_spec_builds_the_same_model():
+    arch = zoo.get("seed004-lenet5").arch
+    a, b = build(arch), build(arch)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(build(arch, seed=1)[1].weight, a[1].weight)
+
+
+EXACT = {"seed004-cnn1": 693_962, "seed004-lenet5": 136_586, "seed004-cnn4": 1_219_754,
+         "seed004-cnn4-same": 3_382_442, "seed003": 484_172}
+
+
+@pytest.mark.parametrize("name, count", sorted(EXACT.items()))
+def test_exact_seed_models_have_the_seeds_parameter_count(name, count):
+    p = zoo.preset(name)
+    assert p.exact and p.params == count == p.reported_params and p.gap == 0
+    assert sum(t.numel() for t in build(p.spec.arch).parameters()) == count
+
+
+def test_every_preset_round_trips_and_states_its_reference():
+    assert len(zoo.names()) == len(set(zoo.names())) == 17
+    for p in zoo.PRESETS:
+        assert ModelSpec.from_json(p.spec.to_json()) == p.spec
+        assert p.reported_acc is not None and p.reported_split
+        if p.reported_params is not None and not p.exact:
+            assert abs(p.gap) <= 0.03 * p.reported_params, p.name  # fitted within the seed's rounding
+            assert p.note
+
+
+def test_lenet_pads_to_32():
+    model = build(zoo.get("seed004-lenet5").arch)
+    assert model[1](model[0](torch.zeros(1, 1, 28, 28))).shape == (1, 6, 32, 32)
+
+
+@pytest.mark.parametrize("data, expected", [
+    ({"convs": [{"filters": 0}]}, "convs[0].filters: must be >= 1, got 0"),
+    ({"convs": [{"filters": 8, "bn": "sideways"}]}, "convs[0].bn: must be one of"),
+    ({"convs": [{"filters": 8, "colour": 1}]}, "convs[0]: unknown field 'colour'"),
+    ({"convs": [], "dense": [{"units": -3}]}, "dense[0].units: must be >= 1"),
+    ({"convs": [], "wings": 2}, "unknown field 'wings'"),
+    ({"convs": [{"filters": 4, "pool": "max"}] * 5}, "convs[4].pool: pooling a 1x1 feature map"),
+    ({"convs": [{"filters": 4, "kernel": 7, "padding": "valid", "pool": "max"}] * 2 +
+      [{"filters": 4, "kernel": 7, "padding": "valid"}]}, "convs[2].kernel"),
+    ({"convs": [{"filters": 2.5}]}, "convs[0].filters: expected an integer"),
+    ({"convs": "many"}, "convs: expected a list"),
+])
+def test_invalid_arch_names_the_field(data, expected):
+    import json
+    with pytest.raises(SpecError) as e:
+        ModelSpec.from_json(json.dumps({"arch": data}))
+    assert expected in str(e.value)
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"optimizer": "lion"}, "optimizer: must be one of"), ({"lr": 0}, "lr: must be > 0"),
+    ({"epochs": 0}, "epochs: must be >= 1"), ({"augment": {"rotate": 90}}, "augment.rotate: must be <= 45"),
+    ({"augment": {"flip": "yes"}}, "augment.flip: expected true or false"),
+])
+def test_invalid_train_spec_names_the_field(change, expected):
+    import json
+    data = {"arch": {"convs": [{"filters": 4}]}, "train": change}
+    with pytest.raises(SpecError) as e:
+        ModelSpec.from_json(json.dumps(data))
+    assert expected in str(e.value)
+
+
+def test_direct_construction_validates_too():
+    with pytest.raises(SpecError, match="filters"):
+        ConvBlock(filters=True)
+    with pytest.raises(SpecError, match="convs"):
+        ArchSpec(convs=[ConvBlock(4)])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ConvBlock(4).filters = 5
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(SpecError, match="seed003"):
+        zoo.get("seed999")
