@@ -49,6 +49,10 @@ def pick_precision(device: torch.device, precision: str = "auto") -> torch.dtype
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 
+def precision_name(amp: torch.dtype | None) -> str:
+    return "fp32" if amp is None else str(amp).replace("torch.", "")
+
+
 @dataclass
 class Report:
     """One evaluation point: every epoch end, and every images-seen checkpoint asked for."""
@@ -157,7 +161,7 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(spec.schedule, s, total_steps))
     pending = sorted(c for c in checkpoints if 0 < c < total_images)
 
-    result = TrainResult(device=str(device), precision=str(amp).replace("torch.", "") if amp else "fp32")
+    result = TrainResult(device=str(device), precision=precision_name(amp))
     seen, loss_sum, loss_steps = 0, torch.zeros((), device=device), 0
     clock = time.perf_counter()
 
@@ -216,3 +220,24 @@ def train(
         result.test_acc = accuracy(logits, data.test.labels)
         result.test_top5 = accuracy(logits, data.test.labels, k=5)
     return result
+
+
+@torch.no_grad()
+def latency_ms(model: nn.Module, image_u8: torch.Tensor, precision: str = "auto", repeats: int = 30) -> float:
+    """Median wall time of one forward pass on one image (1, 28, 28), in milliseconds."""
+    device = image_u8.device
+    amp = pick_precision(device, precision)
+    was_training = model.training
+    model.eval()
+    x = to_input(image_u8).contiguous(memory_format=torch.channels_last)
+    times = []
+    for i in range(repeats + 5):  # the first calls pay for kernel selection and caches
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 5:
+            times.append(time.perf_counter() - start)
+    model.train(was_training)
+    return 1000 * sorted(times)[len(times) // 2]

@@ -13,7 +13,7 @@ from fmnist.errors import FmnistError
 
 from . import commands
 
-SUBCOMMANDS = ("train", "presets")
+SUBCOMMANDS = ("search", "show", "train", "presets")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,15 +74,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(t)
 
     sub.add_parser("presets", help="list the seed zoo: params, FLOPs, the seeds' own figures")
+
+    s = sub.add_parser("search", help="run (or continue) a multi-objective study; the default command")
+    s.add_argument("--trials", type=_positive_int, default=100,
+                   help="sampled candidates to train in total, counting those already in the study "
+                   "(enqueued seeds and free skips come on top; default 100)")
+    s.add_argument("--objective", default="acc,params",
+                   help="comma-separated: acc (validation accuracy), params, flops, latency (default acc,params)")
+    s.add_argument("--sampler", default="tpe", help="tpe (multivariate; default) | nsga2 | random")
+    s.add_argument("--no-enqueue-seeds", dest="enqueue_seeds", action="store_false",
+                   help="do not train the seed models first as reference points")
+    s.add_argument("--max-params", type=_positive_int, help="skip candidates with more parameters, untrained")
+    s.add_argument("--max-flops", type=_positive_int, help="skip candidates with more FLOPs, untrained")
+    s.add_argument("--epochs", type=_positive_int, help="epochs per trial (default: the profile's)")
+    s.add_argument("--timeout", type=_positive_int, help="stop starting trials after this many seconds")
+    s.add_argument("--quiet", action="store_true", help="no live status line (per-trial lines only)")
+    _add_study_options(s)
+    _add_data_options(s)
+
+    sh = sub.add_parser("show", help="the study's Pareto front as a table")
+    _add_study_options(sh)
     return parser
+
+
+def _add_study_options(p: argparse.ArgumentParser) -> None:
+    from .study import DEFAULT_STORAGE, DEFAULT_STUDY
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help=f"SQLAlchemy URL of the Optuna storage (default {DEFAULT_STORAGE})")
+    p.add_argument("--study", default=DEFAULT_STUDY, help=f"study name (default {DEFAULT_STUDY})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["search", *argv]  # `fmnist-search --trials 200 ...` is the search
     try:
         args = build_parser().parse_args(argv)
-        if args.command is None:
-            raise FmnistError("no command given (commands: " + ", ".join(SUBCOMMANDS) + ")")
         return getattr(commands, args.command)(args)
     except FmnistError as e:
         print(f"fmnist-search: error: {e}", file=sys.stderr)

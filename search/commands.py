@@ -12,9 +12,14 @@ from tqdm import tqdm
 
 import fmnist
 from fmnist.errors import FmnistError, SpecError
+from fmnist.train import precision_name
 from space import ModelSpec, build, flops, param_count, zoo
 
+from . import study as studies
+from .front import format_counts, format_front
+from .progress import Progress
 from .report import format_table
+from .run import Search, SearchConfig, enqueue_seeds, pick_profile
 
 
 def load_model_spec(path: Path) -> ModelSpec:
@@ -35,14 +40,21 @@ def with_overrides(spec: ModelSpec, **overrides) -> ModelSpec:
     return dataclasses.replace(spec, train=dataclasses.replace(spec.train, **changes)) if changes else spec
 
 
-def prepare_data(args: argparse.Namespace) -> fmnist.Splits:
-    """Load, split and move to the device, printing any notice about unofficial files."""
+def prepare_data(args: argparse.Namespace, default_subset: int | None = None) -> fmnist.Splits:
+    """Load, split and move to the device, printing any notice about unofficial files.
+
+    ``default_subset`` (a profile's) shrinks to the training images there are; an explicit
+    ``--train-subset`` does not.
+    """
     device = fmnist.pick_device(args.device)
     fmnist.pick_precision(device, args.precision)  # reject a bad --precision before loading data
     ds = fmnist.load(args.data_dir, download=not args.no_download)
     for notice in ds.notices:
         print(notice, file=sys.stderr)
-    return fmnist.make_splits(ds, args.val_size, args.seed, args.train_subset).to(device)
+    subset = args.train_subset
+    if subset is None and default_subset is not None and default_subset < len(ds.train) - args.val_size:
+        subset = default_subset
+    return fmnist.make_splits(ds, args.val_size, args.seed, subset).to(device)
 
 
 def _pct(x: float | None) -> str:
@@ -114,4 +126,50 @@ def presets(args: argparse.Namespace) -> int:
                      "-" if p.reported_acc is None else f"{p.reported_acc:.2f}%", p.reported_split])
     print(format_table(["preset", "seed's model", "params", "seed's params", "gap", "MFLOPs",
                         "seed's acc", "measured on"], rows))
+    return 0
+
+
+def search(args: argparse.Namespace) -> int:
+    import optuna
+    objectives = studies.parse_objectives(args.objective)
+    sampler = studies.make_sampler(args.sampler, args.seed)
+    device = fmnist.pick_device(args.device)
+    profile = pick_profile(device, args.epochs)
+    storage = studies.open_storage(args.storage)
+    studies.check_study(storage, args.study, objectives)  # before the data: fail fast
+    data = prepare_data(args, default_subset=profile.train_subset)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # we print our own line per trial
+    study = studies.open_study(storage, args.study, objectives, sampler)
+    print(profile.describe(len(data.train), len(data.val)) + f"; {device}, "
+          f"{precision_name(fmnist.pick_precision(device, args.precision))}")
+    reclaimed = studies.reclaim_orphans(study, storage)
+    if reclaimed:
+        print(f"trials {', '.join(map(str, reclaimed))} were left running by a process that is gone: "
+              f"marked failed, their configurations queued again")
+    if args.enqueue_seeds:
+        queued = enqueue_seeds(study)
+        if queued:
+            print(f"queued {len(queued)} seed models as references")
+    config = SearchConfig(objectives=objectives, trials=args.trials, epochs=profile.epochs,
+                          max_params=args.max_params, max_flops=args.max_flops, timeout=args.timeout,
+                          seed=args.seed, precision=args.precision, compile=args.compile)
+    runner = Search(study, storage, config, data, progress=Progress(enabled=not args.quiet))
+    print(f"study {args.study!r} in {args.storage}: {runner.done()} of {args.trials} trials done")
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished trials are kept; the interrupted one is queued again. "
+              "Run the same command to continue.")
+        print(format_front(study))
+        return 130
+    print(format_counts(study))
+    print(format_front(study))
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    storage = studies.open_storage(args.storage)
+    study = studies.load_existing(storage, args.study)
+    print(format_counts(study))
+    print(format_front(study))
     return 0

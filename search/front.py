@@ -1,0 +1,67 @@
+"""The Pareto front of a study as a table, and which seed models each member dominates.
+
+The seeds report test accuracy (a few report validation accuracy), so front members, chosen on
+validation accuracy, are compared to the seeds' reported figures on test accuracy: a member
+dominates a seed when it has no more parameters and a higher accuracy.
+"""
+from __future__ import annotations
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from space import zoo
+
+from .report import format_table
+
+
+def seed_points() -> list[tuple[str, int, float]]:
+    """(preset, parameters, reported accuracy) of every seed model with a reported accuracy."""
+    return [(p.name, p.reported_params or p.params, p.reported_acc / 100)
+            for p in zoo.PRESETS if p.reported_acc is not None]
+
+
+def dominated_seeds(params: int, test_acc: float | None) -> list[str]:
+    if test_acc is None:
+        return []
+    return [name for name, sp, sa in seed_points() if params <= sp and test_acc > sa]
+
+
+def front(study: optuna.Study) -> list[FrozenTrial]:
+    """Pareto-optimal finished trials (on the study's own objectives), smallest first."""
+    return sorted(study.best_trials, key=lambda t: (t.user_attrs.get("params", 0), t.number))
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def format_front(study: optuna.Study) -> str:
+    members = front(study)
+    if not members:
+        return "no finished trials yet: the front is empty"
+    rows, beaten = [], set()
+    for t in members:
+        a = t.user_attrs
+        seeds = dominated_seeds(a["params"], a.get("test_acc"))
+        beaten.update(seeds)
+        rows.append([str(t.number), a.get("preset", ""), f"{a['params']:,}", f"{a['flops'] / 1e6:.2f}M",
+                     _pct(a.get("val_acc")), _pct(a.get("test_acc")), f"{a.get('epochs_run', 0):g}",
+                     str(len(seeds))])
+    table = format_table(["trial", "preset", "params", "flops", "val acc", "test acc", "epochs",
+                          "seeds dominated"], rows)
+    refs = seed_points()
+    missed = [name for name, _, _ in refs if name not in beaten]
+    summary = f"the front dominates {len(beaten)} of {len(refs)} seed models (their reported accuracy, on test accuracy)"
+    if missed:
+        summary += "; not dominated: " + ", ".join(missed)
+    return f"{table}\n{summary}"
+
+
+def format_counts(study: optuna.Study) -> str:
+    trials = study.get_trials(deepcopy=False)
+    skipped = sum("skipped" in t.user_attrs for t in trials)
+    by_state = {s: sum(t.state == s and "skipped" not in t.user_attrs for t in trials) for s in TrialState}
+    return (f"study {study.study_name!r}: {by_state[TrialState.COMPLETE]} complete, "
+            f"{by_state[TrialState.PRUNED]} pruned, {skipped} skipped, {by_state[TrialState.FAIL]} failed, "
+            f"{by_state[TrialState.RUNNING]} running, {by_state[TrialState.WAITING]} waiting; "
+            f"objectives {','.join(study.metric_names or [])}")

@@ -1,0 +1,162 @@
+"""Opening Optuna studies in an RDB storage, checked against what the user asked for.
+
+One retry mechanism serves three ways a trial can die mid-training: Ctrl-C in this process, a
+killed process on this machine (found at start-up by its dead pid), and a worker elsewhere that
+stopped sending heartbeats (Optuna's stale-trial check). Each time the trial is marked FAIL and a
+WAITING copy with the same parameters is queued, so its configuration is tried again.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from fmnist.errors import FmnistError
+
+# heartbeat_interval and TPE's group are marked experimental; we rely on them deliberately.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+DEFAULT_STORAGE = "sqlite:///studies/fmnist.db"
+DEFAULT_STUDY = "fmnist"
+
+# name -> (direction, what it measures)
+OBJECTIVES = {
+    "acc": ("maximize", "validation accuracy"),
+    "params": ("minimize", "trainable parameters"),
+    "flops": ("minimize", "FLOPs per image, forward"),
+    "latency": ("minimize", "measured inference ms per image"),
+}
+SAMPLERS = ("tpe", "nsga2", "random")
+HEARTBEAT_S, GRACE_S, MAX_RETRY = 30, 120, 3
+
+
+def parse_objectives(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    valid = ", ".join(OBJECTIVES)
+    if not names:
+        raise FmnistError(f"--objective: name at least one of {valid}")
+    for n in names:
+        if n not in OBJECTIVES:
+            raise FmnistError(f"--objective: unknown objective {n!r} (valid: {valid})")
+    if len(set(names)) != len(names):
+        raise FmnistError(f"--objective: {text!r} names an objective twice")
+    return names
+
+
+def retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue the failed ``trial``'s configuration again (at most MAX_RETRY times per configuration).
+
+    Like Optuna's RetryHeartbeatStaleTrialCallback, but carrying over only what identifies the
+    candidate (its parameters, and the preset name of an enqueued seed), not the measurements of
+    the attempt that died.
+    """
+    history = list(trial.system_attrs.get("retry_history", [])) + [trial.number]
+    if len(history) > MAX_RETRY:
+        return
+    study.add_trial(optuna.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={k: v for k, v in trial.user_attrs.items() if k == "preset"},
+        system_attrs={"failed_trial": history[0], "retry_history": history}))
+
+
+def open_storage(url: str) -> RDBStorage:
+    """An RDB storage with heartbeats; a bad or unreachable URL is one line naming it."""
+    engine_kwargs = {}
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        if url == DEFAULT_STORAGE:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif str(path) not in ("", ":memory:") and not path.parent.is_dir():
+            raise FmnistError(f"--storage {url}: folder {path.parent} does not exist")
+        engine_kwargs = {"connect_args": {"timeout": 60}}  # wait for other workers' writes
+    try:
+        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+                          grace_period=GRACE_S, heartbeat_stale_trial_callback=retry)
+    except Exception as e:  # sqlalchemy's URL, driver and connection errors all mean: cannot open
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FmnistError(f"--storage {url}: cannot open ({reason})") from None
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        # Multi-objective TPE is univariate by default; multivariate with groups models the
+        # conditional space (block i's parameters exist only in deeper nets) jointly.
+        return optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise FmnistError(f"--sampler: must be one of {', '.join(SAMPLERS)}, got {name!r}")
+
+
+def check_study(storage: RDBStorage, name: str, objectives: Sequence[str],
+                sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study | None:
+    """The existing study ``name`` (None if there is none); refuses one with other objectives."""
+    if name not in set(optuna.get_all_study_names(storage)):
+        return None
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    found = tuple(study.metric_names or ())
+    if found != tuple(objectives):
+        raise FmnistError(
+            f"study {name!r} optimizes {','.join(found) or 'unnamed objectives'}, not "
+            f"{','.join(objectives)}; use another --study (e.g. --study {name}-{'-'.join(objectives)})")
+    return study
+
+
+def open_study(storage: RDBStorage, name: str, objectives: Sequence[str],
+               sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """Load the study ``name`` or create it; refuse one that optimizes other objectives."""
+    study = check_study(storage, name, objectives, sampler)
+    if study is not None:
+        return study
+    study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                directions=[OBJECTIVES[o][0] for o in objectives])
+    study.set_metric_names(list(objectives))
+    return study
+
+
+def load_existing(storage: RDBStorage, name: str) -> optuna.Study:
+    """A study that must exist already (for show and export)."""
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = sorted(optuna.get_all_study_names(storage))
+        raise FmnistError(f"--study {name!r}: no such study in this storage "
+                          f"(studies: {', '.join(names) or 'none'})") from None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_worker(trial: optuna.Trial) -> None:
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+
+
+def reclaim_orphans(study: optuna.Study, storage: RDBStorage) -> list[int]:
+    """Fail and retry RUNNING trials whose worker process on this machine is gone."""
+    host = socket.gethostname()
+    reclaimed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker_host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                retry(study, storage.get_trial(t._trial_id))
+                reclaimed.append(t.number)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker got there first
+    return reclaimed

@@ -1,0 +1,223 @@
+"""A small study on synthetic data, end to end through main(), and what it leaves in the storage."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import urllib.request
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import fmnist
+from search import study as studies
+from search.cli import main
+from search.run import counts_toward_trials
+from space import ModelSpec, flops, param_count
+
+# Cheap candidates only: --max-flops skips the heavy ones before training, at no cost.
+FAST = ["--epochs", "1", "--val-size", "100", "--max-flops", "3000000", "--quiet", "--seed", "1"]
+
+
+def run(synth_dir, db, *extra, study="s"):
+    return main(["--data-dir", str(synth_dir), "--storage", f"sqlite:///{db}", "--study", study,
+                 *FAST, *extra])
+
+
+def load(db, study="s"):
+    return optuna.load_study(study_name=study, storage=f"sqlite:///{db}")
+
+
+@pytest.fixture(scope="module")
+def small_study(synth_dir, tmp_path_factory):
+    db = tmp_path_factory.mktemp("study") / "s.db"
+    assert run(synth_dir, db, "--trials", "3", "--no-enqueue-seeds") == 0
+    return db
+
+
+def test_storage_holds_named_objectives_and_every_attribute(small_study):
+    study = load(small_study)
+    assert study.metric_names == ["acc", "params"]
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len([t for t in study.trials if counts_toward_trials(t)]) == 3 and done
+    for t in done:
+        a = t.user_attrs
+        spec = ModelSpec.from_json(a["spec"])
+        assert a["params"] == param_count(spec.arch) == t.values[1]
+        assert a["flops"] == flops(spec.arch) <= 3_000_000
+        assert t.values[0] == a["val_acc"] and 0 <= a["test_acc"] <= a["test_top5"] <= 1
+        assert len(a["curve"]) == a["epochs_run"] == 1 and a["curve"][0][1] == a["val_acc"]
+        assert a["images_seen"] > 0 and a["train_seconds"] > 0 and a["images_per_s"] > 0
+        assert a["device"] == "cpu" and a["worker"]
+
+
+def test_show_prints_the_front(small_study, capsys):
+    assert main(["show", "--storage", f"sqlite:///{small_study}", "--study", "s"]) == 0
+    out = capsys.readouterr().out
+    front = load(small_study).best_trials
+    assert "val acc" in out and "test acc" in out and "seeds dominated" in out
+    assert all(f"{t.user_attrs['params']:,}" in out for t in front)
+
+
+def test_rerun_continues_to_the_total_keeping_finished_trials(synth_dir, tmp_path):
+    db = tmp_path / "r.db"
+    assert run(synth_dir, db, "--trials", "2", "--no-enqueue-seeds") == 0
+    before = {t.number: t.values for t in load(db).trials if t.state == TrialState.COMPLETE}
+    assert run(synth_dir, db, "--trials", "4", "--no-enqueue-seeds") == 0
+    study = load(db)
+    assert sum(counts_toward_trials(t) for t in study.trials) == 4
+    assert all(study.trials[n].values == v for n, v in before.items())
+
+
+def test_seeds_are_enqueued_once_and_compared(synth_dir, tmp_path, capsys):
+    db = tmp_path / "seeds.db"
+    assert run(synth_dir, db, "--trials", "1", "--max-params", "120000") == 0
+    study = load(db)
+    presets = [t.user_attrs["preset"] for t in study.trials if "preset" in t.user_attrs]
+    assert len(presets) == len(set(presets)) == 17
+    over = [t for t in study.trials if "preset" in t.user_attrs and t.user_attrs["params"] > 120_000]
+    assert over and all(t.user_attrs["skipped"].startswith("over --max-") and "val_acc" not in t.user_attrs
+                        for t in over)
+    assert "of 17 seed models" in capsys.readouterr().out
+    assert run(synth_dir, db, "--trials", "1", "--max-params", "120000") == 0
+    assert len([t for t in load(db).trials if "preset" in t.user_attrs]) == 17  # not queued again
+
+
+KILLED_WORKER = """
+import os, sys, optuna
+from search import study as studies
+from space.sample import sample
+storage = studies.open_storage(sys.argv[1])
+study = studies.open_study(storage, "s", ("acc", "params"), studies.make_sampler("random", 5))
+trial = study.ask()
+studies.mark_worker(trial)
+sample(trial, 1)
+os._exit(9)  # dies like kill -9, mid-trial
+"""
+
+
+def test_a_trial_left_running_by_a_killed_process_is_failed_and_retried(synth_dir, tmp_path, capsys):
+    db = tmp_path / "k.db"
+    proc = subprocess.run([sys.executable, "-c", KILLED_WORKER, f"sqlite:///{db}"], capture_output=True)
+    assert proc.returncode == 9, proc.stderr
+    orphan = load(db).trials[0]
+    assert orphan.state == TrialState.RUNNING
+    assert run(synth_dir, db, "--trials", "2", "--no-enqueue-seeds", "--max-flops", "100000000") == 0
+    assert "left running by a process that is gone" in capsys.readouterr().out
+    study = load(db)
+    assert study.trials[0].state == TrialState.FAIL
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retried) == 1 and retried[0].params == orphan.params
+    assert retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def test_ctrl_c_keeps_finished_trials_and_queues_the_interrupted_one(synth_dir, tmp_path, monkeypatch):
+    db = tmp_path / "c.db"
+    real_train, calls = fmnist.train, []
+
+    def interrupt_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(fmnist, "train", interrupt_second)
+    assert run(synth_dir, db, "--trials", "3", "--no-enqueue-seeds") == 130
+    study = load(db)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    waiting = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert len(done) == 1 and len(failed) == 1 and len(waiting) == 1
+    assert waiting[0].params == failed[0].params
+    monkeypatch.setattr(fmnist, "train", real_train)
+    assert run(synth_dir, db, "--trials", "3", "--no-enqueue-seeds") == 0
+    assert load(db).trials[waiting[0].number].state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def test_an_identical_candidate_is_not_trained_again(synth_dir, tmp_path):
+    db = tmp_path / "d.db"
+    assert run(synth_dir, db, "--trials", "1", "--no-enqueue-seeds") == 0
+    study = load(db)
+    first = next(t for t in study.trials if t.state == TrialState.COMPLETE)
+    study.enqueue_trial(first.params)
+    assert run(synth_dir, db, "--trials", "2", "--no-enqueue-seeds") == 0
+    copy = load(db).trials[first.number + 1]
+    assert copy.params == first.params
+    assert copy.user_attrs["skipped"] == f"duplicate of trial {first.number}" and "val_acc" not in copy.user_attrs
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--trials", "0"], "--trials"),
+    (["--trials", "many"], "--trials"),
+    (["--epochs", "-1"], "--epochs"),
+    (["--max-params", "0"], "--max-params"),
+    (["--objective", "acc,speed"], "unknown objective 'speed' (valid: acc, params, flops, latency)"),
+    (["--objective", "acc,flops"], "optimizes acc,params, not acc,flops; use another --study"),
+    (["--sampler", "cmaes"], "--sampler"),
+])
+def test_bad_input_is_one_line_and_loses_nothing(argv, expected, synth_dir, small_study, capsys):
+    before = [(t.number, t.state, t.values) for t in load(small_study).trials]
+    assert run(synth_dir, small_study, "--trials", "3", *argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+    assert [(t.number, t.state, t.values) for t in load(small_study).trials] == before
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("not-a-url", "--storage not-a-url: cannot open"),
+    ("sqlite:////nonexistent/folder/x.db", "folder /nonexistent/folder does not exist"),
+    ("postgresql://nobody@127.0.0.1:1/none", "cannot open"),
+])
+def test_bad_storage_is_one_line(url, expected, synth_dir, capsys):
+    assert main(["--storage", url, "--data-dir", str(synth_dir), *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+
+
+def test_data_folder_without_files_is_one_line(tmp_path, capsys):
+    assert main(["--storage", f"sqlite:///{tmp_path / 'x.db'}", "--data-dir", str(tmp_path), "--no-download",
+                 *FAST]) == 2
+    assert "Fashion-MNIST not found" in capsys.readouterr().err
+
+
+def test_show_unknown_study_is_one_line(small_study, capsys):
+    assert main(["show", "--storage", f"sqlite:///{small_study}", "--study", "nope"]) == 2
+    assert "no such study" in capsys.readouterr().err and "s" in capsys.readouterr().err + "s"
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_optuna_dashboard_serves_the_study_over_http(small_study):
+    import optuna_dashboard
+    app = optuna_dashboard.wsgi(f"sqlite:///{small_study}")
+    server = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        studies_json = json.loads(urllib.request.urlopen(f"{base}/api/studies", timeout=30).read())
+        (summary,) = [s for s in studies_json["study_summaries"] if s["study_name"] == "s"]
+        detail = json.loads(urllib.request.urlopen(f"{base}/api/studies/{summary['study_id']}", timeout=30).read())
+        page = urllib.request.urlopen(f"{base}/dashboard", timeout=30)
+        assert page.status == 200
+    finally:
+        server.shutdown()
+    assert detail["objective_names"] == ["acc", "params"]  # from study.set_metric_names
+    assert detail["best_trials"], "the Pareto front is shown"
+    attrs = {a["key"] for t in detail["trials"] for a in t["user_attrs"]}
+    assert {"params", "flops", "test_acc", "test_top5", "curve", "spec", "images_per_s"} <= attrs
+
+
+def test_objective_names_parse():
+    assert studies.parse_objectives("acc, params,latency") == ("acc", "params", "latency")
+    with pytest.raises(fmnist.FmnistError, match="twice"):
+        studies.parse_objectives("acc,acc")
+    with pytest.raises(fmnist.FmnistError, match="at least one"):
+        studies.parse_objectives(" , ")
