@@ -133,15 +133,16 @@ def train(
     precision: str = "auto",
     compile: bool = False,
     checkpoints: Sequence[int] = (),
-    on_report: Callable[[Report], None] | None = None,
+    on_report: Callable[[Report], str | None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     evaluate_test: bool = True,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` (already on the training device) with ``spec``.
 
     ``checkpoints`` are images-seen counts at which to evaluate and report besides every epoch end
-    (rungs for pruning can fall inside an epoch). ``on_report`` may raise to stop training; the
-    exception propagates. A non-finite loss stops the run and is named in ``stop_reason``.
+    (rungs for pruning can fall inside an epoch). ``on_report`` may return a reason to stop
+    training early (a pruner does): the run ends there, with that ``stop_reason`` and the curve so
+    far. A non-finite loss stops the run the same way. Exceptions from ``on_report`` propagate.
     """
     device = data.train.images.device
     amp = pick_precision(device, precision)
@@ -180,7 +181,7 @@ def train(
         result.val_acc = val_acc
         loss_sum, loss_steps = torch.zeros((), device=device), 0
         if on_report is not None:
-            on_report(rep)
+            result.stop_reason = on_report(rep) or None
         clock = time.perf_counter()
 
     for _epoch in range(spec.epochs):

@@ -23,31 +23,27 @@ class _Parser(argparse.ArgumentParser):
         raise FmnistError(f"{message} (see {self.prog} --help)")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _int_at_least(lo: int):
+    """An argparse type: an integer >= lo, with a message naming what was wrong."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be at least {lo}, got {value}")
+        return value
+    return parse
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
+_positive_int = _int_at_least(1)
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder with the four Fashion-MNIST files, flat or "
                    "torchvision's FashionMNIST/raw/ layout (default: $FMNIST_DATA, else ./data)")
     p.add_argument("--no-download", action="store_true", help="never try torchvision's download")
-    p.add_argument("--val-size", type=_nonneg_int, default=10_000,
+    p.add_argument("--val-size", type=_int_at_least(0), default=10_000,
                    help="validation images held out of the 60k training set (default 10000)")
     p.add_argument("--train-subset", type=_positive_int, help="train on this many images only (stratified)")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda (default auto)")
@@ -88,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-flops", type=_positive_int, help="skip candidates with more FLOPs, untrained")
     s.add_argument("--epochs", type=_positive_int, help="epochs per trial (default: the profile's)")
     s.add_argument("--timeout", type=_positive_int, help="stop starting trials after this many seconds")
+    s.add_argument("--pruner", default="pareto", choices=("pareto", "none"),
+                   help="pareto (default): stop candidates dominated at geometric rungs; none")
+    s.add_argument("--prune-factor", type=_int_at_least(2), default=3,
+                   help="rung spacing and the fraction kept at each rung, 1/factor (default 3)")
+    s.add_argument("--prune-min-trials", type=_positive_int, default=5,
+                   help="trials that must reach a rung before any is pruned there (default 5)")
+    s.add_argument("--rung-min-images", type=_positive_int, default=2000,
+                   help="no rung earlier than this many training images (default 2000)")
     s.add_argument("--quiet", action="store_true", help="no live status line (per-trial lines only)")
     _add_study_options(s)
     _add_data_options(s)

@@ -152,7 +152,9 @@ def search(args: argparse.Namespace) -> int:
             print(f"queued {len(queued)} seed models as references")
     config = SearchConfig(objectives=objectives, trials=args.trials, epochs=profile.epochs,
                           max_params=args.max_params, max_flops=args.max_flops, timeout=args.timeout,
-                          seed=args.seed, precision=args.precision, compile=args.compile)
+                          seed=args.seed, precision=args.precision, compile=args.compile,
+                          pruner=args.pruner, prune_factor=args.prune_factor,
+                          prune_min_trials=args.prune_min_trials, rung_min_images=args.rung_min_images)
     runner = Search(study, storage, config, data, progress=Progress(enabled=not args.quiet))
     print(f"study {args.study!r} in {args.storage}: {runner.done()} of {args.trials} trials done")
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import optuna
@@ -24,6 +24,7 @@ from space.sample import sample
 
 from . import study as studies
 from .progress import Progress
+from .prune import ParetoPruner, rung_images
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,10 @@ class SearchConfig:
     compile: bool = False
     enqueue_seeds: bool = True
     max_skips: int = 200        # consecutive free skips before giving up on the space
-    extra: dict = field(default_factory=dict)
+    pruner: str = "pareto"
+    prune_factor: int = 3
+    prune_min_trials: int = 5
+    rung_min_images: int = 2000
 
 
 def counts_toward_trials(t: FrozenTrial) -> bool:
@@ -91,6 +95,8 @@ class Search:
         self.current: int | None = None
         self.consecutive_skips = 0
         self.started = time.perf_counter()
+        self.pruner = (ParetoPruner(study, config.prune_factor, config.prune_min_trials)
+                       if config.pruner == "pareto" else None)
 
     # -- one trial ------------------------------------------------------------------------
     def candidate(self, trial: optuna.Trial) -> ModelSpec:
@@ -132,11 +138,16 @@ class Search:
             self.skip(trial, f"duplicate of trial {dup}")
 
         model = build(arch, seed=cfg.seed)
+        rungs = rung_images(len(self.data.train) * spec.train.epochs, cfg.prune_factor,
+                            min_images=cfg.rung_min_images)
+        hook = (self.pruner.hook(trial, n_params, rungs, protected="preset" in trial.user_attrs)
+                if self.pruner else None)
         self.progress.trial_started(trial.number)
         result = fmnist.train(model, self.data, spec.train, seed=cfg.seed, precision=cfg.precision,
-                              compile=cfg.compile, on_progress=self.progress.trial_progress)
+                              compile=cfg.compile, checkpoints=rungs if hook else (), on_report=hook,
+                              on_progress=self.progress.trial_progress)
         self.record(trial, result)
-        if result.stop_reason:
+        if result.stop_reason:  # pruned at a rung, or a non-finite loss
             trial.set_user_attr("pruned_reason", result.stop_reason)
             raise optuna.TrialPruned(result.stop_reason)
         values = {"acc": result.val_acc, "params": float(n_params), "flops": float(n_flops)}

@@ -90,3 +90,9 @@ def test_no_validation_split_trains_without_val_acc(synth_dir):
     data = make_splits(fmnist.load(synth_dir, download=False), val_size=0)
     r = fmnist.train(build(TINY), data, TrainSpec(epochs=1, batch_size=100))
     assert r.val_acc is None and r.curve[0].val_acc is None and r.test_acc is not None
+
+
+def test_a_reason_returned_by_on_report_stops_with_the_partial_curve(splits):
+    result = _train(splits, checkpoints=[200], on_report=lambda r: "enough" if r.images_seen >= 200 else None)
+    assert result.stop_reason == "enough" and result.images_seen == 200
+    assert [r.images_seen for r in result.curve] == [200] and result.test_acc is None

@@ -1,0 +1,106 @@
+"""Pareto pruning: the rung rule on hand-made values, and a study that ends with pruned trials."""
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from fmnist import Report
+from search.cli import main
+from search.pareto import dominates, front_indices, hypervolume_2d, nondominated_ranks
+from search.prune import Entry, ParetoPruner, decide, rung_images
+
+
+def test_rungs_are_geometric_in_images_and_not_too_early():
+    assert rung_images(750_000) == [27_777, 83_333, 250_000]
+    assert rung_images(32_000) == [3_555, 10_666]  # 1,185 is below the 2,000-image floor
+    assert rung_images(32_000, factor=2, levels=2) == [8_000, 16_000]
+    assert rung_images(1_000) == []
+
+
+# At one rung: (trial number, params, validation accuracy).
+PEERS = [Entry(0, 10_000, 0.80), Entry(1, 50_000, 0.86), Entry(2, 200_000, 0.88),
+         Entry(3, 400_000, 0.89), Entry(4, 60_000, 0.84), Entry(5, 300_000, 0.85)]
+
+
+def test_a_clearly_dominated_trial_is_pruned():
+    reason = decide(Entry(9, 500_000, 0.82), PEERS, factor=3, min_trials=5)
+    assert reason and reason.startswith("Pareto rank")
+
+
+def test_a_non_dominated_trial_continues_even_with_low_accuracy_rank():
+    assert decide(Entry(9, 450_000, 0.895), PEERS, factor=3, min_trials=5) is None  # most accurate
+    assert decide(Entry(9, 20_000, 0.83), PEERS, factor=3, min_trials=5) is None   # nothing as small beats it
+
+
+def test_a_small_model_is_not_pruned_for_lower_accuracy_alone():
+    tiny = Entry(9, 2_000, 0.55)  # far less accurate than everyone, but the smallest
+    assert decide(tiny, PEERS, factor=3, min_trials=5) is None
+
+
+def test_dominated_but_within_the_best_third_continues():
+    peers = [Entry(0, 10_000, 0.80), Entry(1, 20_000, 0.70), Entry(2, 30_000, 0.60),
+             Entry(3, 40_000, 0.50), Entry(4, 50_000, 0.40), Entry(5, 60_000, 0.30)]
+    assert decide(Entry(9, 15_000, 0.79), peers, factor=3, min_trials=5) is None  # rank 1, 3rd of 7
+    assert decide(Entry(9, 65_000, 0.20), peers, factor=3, min_trials=5) is not None
+
+
+def test_nothing_is_pruned_before_enough_trials_reach_the_rung():
+    assert decide(Entry(9, 500_000, 0.10), PEERS[:3], factor=3, min_trials=5) is None
+
+
+def _study_with_peers(rung: int) -> optuna.Study:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for e in PEERS:
+        study.add_trial(optuna.create_trial(
+            state=TrialState.COMPLETE, values=[e.acc, e.params], params={"x": 0.5},
+            distributions={"x": FloatDistribution(0, 1)},
+            user_attrs={"params": e.params, f"rung_{rung}": e.acc}))
+    return study
+
+
+def test_hook_records_each_rung_and_prunes_on_the_hand_made_curve():
+    study = _study_with_peers(2000)
+    trial = study.ask()
+    hook = ParetoPruner(study).hook(trial, 500_000, [1000, 2000], protected=False)
+    assert hook(Report(0.5, 1000, 1.0, 0.60)) is None  # first rung: no peers there yet, not at chance
+    reason = hook(Report(1.0, 2000, 0.8, 0.82))
+    assert reason and "rung 2,000 images" in reason and "Pareto rank" in reason
+    attrs = study.trials[-1].user_attrs
+    assert attrs["rung_1000"] == 0.60 and attrs["rung_2000"] == 0.82 and attrs["pruned_rung"] == 2000
+
+
+def test_chance_level_is_pruned_at_the_first_rung_and_seeds_never_are():
+    study = _study_with_peers(2000)
+    trial = study.ask()
+    reason = ParetoPruner(study).hook(trial, 1_000, [1000, 2000], protected=False)(Report(0.5, 1000, 2.3, 0.11))
+    assert reason and "still at chance" in reason
+    seed = study.ask()
+    hook = ParetoPruner(study).hook(seed, 900_000, [1000, 2000], protected=True)
+    assert hook(Report(0.5, 1000, 2.3, 0.10)) is None and hook(Report(1.0, 2000, 2.0, 0.12)) is None
+    assert study.trials[-1].user_attrs["rung_2000"] == 0.12  # still recorded for the others
+
+
+def test_a_study_with_the_pareto_pruner_ends_with_pruned_trials_and_reasons(synth_dir, tmp_path):
+    db = tmp_path / "p.db"
+    assert main(["--data-dir", str(synth_dir), "--storage", f"sqlite:///{db}", "--study", "p", "--quiet",
+                 "--val-size", "100", "--epochs", "3", "--max-flops", "3000000", "--trials", "10",
+                 "--rung-min-images", "100", "--prune-min-trials", "3", "--seed", "2"]) == 0
+    study = optuna.load_study(study_name="p", storage=f"sqlite:///{db}")
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED and "skipped" not in t.user_attrs]
+    assert pruned
+    full = 500 * 3
+    for t in pruned:
+        assert t.user_attrs["pruned_reason"].startswith("at rung ")
+        assert t.user_attrs["pruned_rung"] in (166, 500) and t.user_attrs["images_seen"] < full
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert all("rung_166" in t.user_attrs and "rung_500" in t.user_attrs for t in done)
+
+
+def test_pareto_helpers():
+    assert dominates((1, 1), (1, 2)) and not dominates((1, 1), (1, 1)) and not dominates((0, 3), (1, 2))
+    pts = [(1, 3), (2, 2), (3, 1), (2.5, 2.5)]
+    assert front_indices(pts) == [0, 1, 2] and nondominated_ranks(pts) == [0, 0, 0, 1]
+    assert hypervolume_2d(pts, (4, 4)) == pytest.approx(6.0)
+    assert hypervolume_2d([(5, 5)], (4, 4)) == 0.0
