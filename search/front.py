@@ -65,3 +65,23 @@ def format_counts(study: optuna.Study) -> str:
             f"{by_state[TrialState.PRUNED]} pruned, {skipped} skipped, {by_state[TrialState.FAIL]} failed, "
             f"{by_state[TrialState.RUNNING]} running, {by_state[TrialState.WAITING]} waiting; "
             f"objectives {','.join(study.metric_names or [])}")
+
+
+HV_REFERENCE = (0.30, 5_000_000)  # (error, parameters): the benchmarks' reference point
+
+
+def hypervolume(study: optuna.Study, metric: str = "val_acc",
+                reference: tuple[float, int] = HV_REFERENCE) -> float:
+    """Hypervolume of the finished trials in (error, log10 params), both minimized."""
+    import math
+
+    from .pareto import hypervolume_2d
+    points = [(1 - t.user_attrs[metric], math.log10(t.user_attrs["params"]))
+              for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if t.user_attrs.get(metric) is not None]
+    return hypervolume_2d(points, (reference[0], math.log10(reference[1])))
+
+
+def images_trained(study: optuna.Study) -> int:
+    """Training images processed by every trial of the study, pruned ones included."""
+    return sum(t.user_attrs.get("images_seen", 0) for t in study.get_trials(deepcopy=False))

@@ -1,0 +1,61 @@
+"""The same study with --pruner pareto and --pruner none: compute, wall time and hypervolume.
+
+    python bench/pruning.py --data-dir ../shared/data/fashion-mnist [--trials 30]
+
+Both studies use the same seed, the same number of sampled trials and the quick CPU profile (the
+GPU profile on a GPU). Compute is the total of training images processed by all trials, pruned
+ones included. Hypervolume is in (validation error, log10 params), reference (0.30, 5M). Target:
+pareto needs at most half the compute of none and keeps at least 98% of its hypervolume.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+from search.cli import main as cli
+from search.front import hypervolume, images_trained
+
+
+def run(pruner: str, args, storage: str) -> dict:
+    start = time.perf_counter()
+    argv = ["search", "--storage", storage, "--study", f"bench-{pruner}", "--trials", str(args.trials),
+            "--pruner", pruner, "--no-enqueue-seeds", "--quiet", "--seed", str(args.seed), *args.extra]
+    if args.data_dir:
+        argv += ["--data-dir", args.data_dir]
+    code = cli(argv)
+    if code != 0:
+        raise SystemExit(code)
+    study = optuna.load_study(study_name=f"bench-{pruner}", storage=storage)
+    states = [t.state.name for t in study.trials]
+    return {"wall": time.perf_counter() - start, "images": images_trained(study), "hv": hypervolume(study),
+            "hv_test": hypervolume(study, "test_acc"), "complete": states.count("COMPLETE"),
+            "pruned": states.count("PRUNED")}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir")
+    p.add_argument("--trials", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("extra", nargs="*", help="more fmnist-search options, after --")
+    args = p.parse_args()
+    storage = f"sqlite:///{Path(tempfile.mkdtemp()) / 'pruning.db'}"
+    results = {name: run(name, args, storage) for name in ("none", "pareto")}
+    print(f"\n{'pruner':8s} {'trials':>7s} {'pruned':>7s} {'images':>12s} {'wall min':>9s} "
+          f"{'HV val':>8s} {'HV test':>8s}")
+    for name, r in results.items():
+        print(f"{name:8s} {r['complete'] + r['pruned']:>7d} {r['pruned']:>7d} {r['images']:>12,} "
+              f"{r['wall'] / 60:>9.1f} {r['hv']:>8.4f} {r['hv_test']:>8.4f}")
+    none, pareto = results["none"], results["pareto"]
+    print(f"compute: pareto uses {none['images'] / pareto['images']:.2f}x less than none "
+          f"(wall {none['wall'] / pareto['wall']:.2f}x); hypervolume kept: {pareto['hv'] / none['hv']:.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""A time-boxed study in the quick CPU profile on the real data: its front, hypervolume and seeds beaten.
+
+    python bench/search.py --data-dir ../shared/data/fashion-mnist [--minutes 10] [--storage URL]
+
+Hypervolume is in (validation error, log10 params) with reference point (error 0.30, 5M params);
+the same on test error is printed beside it for information (never used to select).
+The seed models are compared on their reported accuracy (see search/front.py), so they are not
+trained here (--no-enqueue-seeds): all the minutes go to the search.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+from search.cli import main as cli
+from search.front import format_front, hypervolume, images_trained
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir")
+    p.add_argument("--minutes", type=float, default=10)
+    p.add_argument("--storage", help="default: a fresh SQLite file in a temporary folder")
+    p.add_argument("--study", default="bench-search")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("extra", nargs="*", help="more fmnist-search options, after --")
+    args = p.parse_args()
+    storage = args.storage or f"sqlite:///{Path(tempfile.mkdtemp()) / 'bench.db'}"
+    start = time.perf_counter()
+    argv = ["search", "--storage", storage, "--study", args.study, "--trials", "100000",
+            "--timeout", str(int(args.minutes * 60)), "--no-enqueue-seeds", "--quiet",
+            "--seed", str(args.seed), *args.extra]
+    if args.data_dir:
+        argv += ["--data-dir", args.data_dir]
+    code = cli(argv)
+    if code not in (0, 130):
+        return code
+    wall = time.perf_counter() - start
+    study = optuna.load_study(study_name=args.study, storage=storage)
+    print(f"\nwall {wall / 60:.1f} min, {len(study.trials)} trials, {images_trained(study):,} training images")
+    print(f"hypervolume (val error, log10 params; ref 0.30, 5M): {hypervolume(study):.4f}")
+    print(f"hypervolume on test error, for information:        {hypervolume(study, 'test_acc'):.4f}")
+    print(format_front(study))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
