@@ -15,9 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import optuna
+# Run as a script, this folder comes first on sys.path and bench/search.py would hide the
+# installed `search` package: take the folder off before importing it.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from search.cli import main as cli
+import optuna  # noqa: E402
+
+from search.cli import main as cli  # noqa: E402
 from search.front import hypervolume, images_trained
 
 
