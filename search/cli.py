@@ -13,7 +13,7 @@ from fmnist.errors import FmnistError
 
 from . import commands
 
-SUBCOMMANDS = ("search", "show", "train", "presets")
+SUBCOMMANDS = ("search", "show", "train", "presets", "export-best", "predict")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -98,6 +98,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     sh = sub.add_parser("show", help="the study's Pareto front as a table")
     _add_study_options(sh)
+
+    e = sub.add_parser("export-best", help="export the chosen models: spec, weights, TorchScript, ONNX, "
+                       "metrics and a report with pictures")
+    _add_study_options(e)
+    e.add_argument("--out", type=Path, help="output folder (default exports/STUDY/); replaced whole")
+    e.add_argument("--trial", type=_int_at_least(0), action="append", default=[],
+                   help="export this trial (repeatable) instead of the Pareto front")
+    e.add_argument("--top", type=_positive_int, help="export the best K trials by --by instead of the front")
+    e.add_argument("--by", default="acc", help="objective ranking --top (default acc)")
+    e.add_argument("--max-params", type=_positive_int, help="only chosen trials with at most this many params")
+    e.add_argument("--retrain", action="store_true",
+                   help="retrain on all 60k training images with the tuned settings before export")
+    e.add_argument("--epochs", type=_positive_int, help="with --retrain: epochs instead of the trial's")
+    _add_data_options(e)
+
+    pr = sub.add_parser("predict", help="classify image files (PNG/JPG, any size) or an IDX file")
+    pr.add_argument("--model", type=Path, required=True, help="a model folder written by export-best")
+    pr.add_argument("images", type=Path, nargs="*", help="image files or IDX image files")
+    pr.add_argument("--top", type=_positive_int, default=3, help="classes shown per image (default 3)")
+    pr.add_argument("--eval", action="store_true", help="report accuracy on the test set")
+    _add_data_options(pr)
     return parser
 
 
@@ -106,6 +127,8 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=DEFAULT_STORAGE,
                    help=f"SQLAlchemy URL of the Optuna storage (default {DEFAULT_STORAGE})")
     p.add_argument("--study", default=DEFAULT_STUDY, help=f"study name (default {DEFAULT_STUDY})")
+    p.add_argument("--artifact-dir", help="where trials' weights are kept (default: beside a SQLite "
+                   "database, NAME-artifacts/; else studies/artifacts)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = ["search", *argv]  # `fmnist-search --trials 200 ...` is the search
     try:
         args = build_parser().parse_args(argv)
-        return getattr(commands, args.command)(args)
+        return getattr(commands, args.command.replace("-", "_"))(args)
     except FmnistError as e:
         print(f"fmnist-search: error: {e}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from fmnist.errors import FmnistError, SpecError
 from fmnist.train import precision_name
 from space import ModelSpec, build, flops, param_count, zoo
 
+from . import artifacts
 from . import study as studies
 from .front import format_counts, format_front
 from .progress import Progress
@@ -155,7 +156,8 @@ def search(args: argparse.Namespace) -> int:
                           seed=args.seed, precision=args.precision, compile=args.compile,
                           pruner=args.pruner, prune_factor=args.prune_factor,
                           prune_min_trials=args.prune_min_trials, rung_min_images=args.rung_min_images)
-    runner = Search(study, storage, config, data, progress=Progress(enabled=not args.quiet))
+    store = artifacts.open_store(artifacts.artifact_dir(args.storage, args.artifact_dir))
+    runner = Search(study, storage, config, data, progress=Progress(enabled=not args.quiet), store=store)
     print(f"study {args.study!r} in {args.storage}: {runner.done()} of {args.trials} trials done")
     try:
         runner.run()
@@ -174,4 +176,44 @@ def show(args: argparse.Namespace) -> int:
     study = studies.load_existing(storage, args.study)
     print(format_counts(study))
     print(format_front(study))
+    return 0
+
+
+def export_best(args: argparse.Namespace) -> int:
+    from .export import ExportOptions, export, select
+    storage = studies.open_storage(args.storage)
+    study = studies.load_existing(storage, args.study)
+    chosen = select(study, args.trial, args.max_params, args.top, args.by)
+    store = artifacts.open_store(artifacts.artifact_dir(args.storage, args.artifact_dir))
+    device = fmnist.pick_device(args.device)
+    ds = fmnist.load(args.data_dir, download=not args.no_download)
+    for notice in ds.notices:
+        print(notice, file=sys.stderr)
+    out = args.out or Path("exports") / args.study
+    print(f"exporting {len(chosen)} model(s) of study {args.study!r} to {out}")
+    export(study, chosen, out, store, ds, ExportOptions(device, args.precision, args.retrain, args.epochs, args.seed))
+    print(f"done: {out / 'report.html'} and {out / 'report.md'}")
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    from .predict import load_model, read_inputs
+    if not args.images and not args.eval:
+        raise FmnistError("predict: give image files, or --eval for the test set")
+    device = fmnist.pick_device(args.device)
+    amp = fmnist.pick_precision(device, args.precision)
+    model = load_model(args.model).to(device)
+    if args.images:
+        names, images = read_inputs(args.images)
+        probs = fmnist.predict(model, images.to(device), amp).softmax(1).cpu()
+        for name, p in zip(names, probs):
+            top = p.topk(min(args.top, len(p)))
+            print(f"{name}: " + ", ".join(f"{fmnist.CLASSES[i]} {100 * v:.1f}%"
+                                          for v, i in zip(top.values.tolist(), top.indices.tolist())))
+    if args.eval:
+        ds = fmnist.load(args.data_dir, download=not args.no_download)
+        test = ds.test.to(device)
+        logits = fmnist.predict(model, test.images, amp)
+        print(f"test accuracy {100 * fmnist.accuracy(logits, test.labels):.2f}%, "
+              f"top-5 {100 * fmnist.accuracy(logits, test.labels, 5):.2f}% on {len(test):,} images")
     return 0

@@ -23,6 +23,7 @@ from space import ModelSpec, build, flops, param_count, zoo
 from space.sample import sample
 
 from . import study as studies
+from .artifacts import save_weights
 from .progress import Progress
 from .prune import ParetoPruner, rung_images
 
@@ -88,8 +89,10 @@ class Skip(optuna.TrialPruned):
 
 class Search:
     def __init__(self, study: optuna.Study, storage, config: SearchConfig, data: fmnist.Splits,
-                 out: Callable[[str], None] | None = None, progress: Progress | None = None):
+                 out: Callable[[str], None] | None = None, progress: Progress | None = None,
+                 store=None):
         self.study, self.storage, self.config, self.data = study, storage, config, data
+        self.store = store  # where finished trials' weights go (an Optuna artifact store), or None
         self.progress = progress or Progress(enabled=False)
         self.out = out or self.progress.write
         self.current: int | None = None
@@ -150,6 +153,8 @@ class Search:
         if result.stop_reason:  # pruned at a rung, or a non-finite loss
             trial.set_user_attr("pruned_reason", result.stop_reason)
             raise optuna.TrialPruned(result.stop_reason)
+        if self.store is not None:
+            save_weights(trial, model, self.store)
         values = {"acc": result.val_acc, "params": float(n_params), "flops": float(n_flops)}
         if "latency" in cfg.objectives:
             values["latency"] = fmnist.latency_ms(model, self.data.val.images[:1], cfg.precision)

@@ -1,0 +1,72 @@
+"""Each finished trial's weights as an Optuna artifact, so export never has to retrain.
+
+The store is a FileSystemArtifactStore next to the database (``studies/fmnist.db`` ->
+``studies/fmnist-artifacts/``), which optuna-dashboard also serves with ``--artifact-dir``.
+"""
+from __future__ import annotations
+
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+
+from fmnist.errors import FmnistError
+
+WEIGHTS_ATTR = "weights_artifact"
+
+
+def artifact_dir(storage_url: str, explicit: str | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    if storage_url.startswith("sqlite:///") and storage_url not in ("sqlite:///", "sqlite:///:memory:"):
+        db = Path(storage_url[len("sqlite:///"):])
+        return db.with_name(db.stem + "-artifacts")
+    return Path("studies") / "artifacts"
+
+
+def open_store(folder: Path) -> FileSystemArtifactStore:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FmnistError(f"--artifact-dir {folder}: cannot create ({e.strerror or e})") from None
+    return FileSystemArtifactStore(str(folder))
+
+
+def save_weights(trial: optuna.Trial, model: torch.nn.Module, store: FileSystemArtifactStore) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"trial-{trial.number}-weights.pt"
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+        artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+    trial.set_user_attr(WEIGHTS_ATTR, artifact_id)
+    return artifact_id
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict file, loaded safely; a corrupt or foreign file is one line naming it."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FmnistError(f"{path}: not a readable weights file ({first})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise FmnistError(f"{path}: not a state_dict of tensors")
+    return state
+
+
+def load_weights(trial: optuna.trial.FrozenTrial, store: FileSystemArtifactStore) -> dict[str, torch.Tensor]:
+    artifact_id = trial.user_attrs.get(WEIGHTS_ATTR)
+    if artifact_id is None:
+        raise FmnistError(f"trial {trial.number} has no stored weights (run with --retrain to train it again)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "weights.pt"
+        try:
+            download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
+        except Exception as e:  # a missing artifact folder or file: say which trial and where
+            raise FmnistError(f"trial {trial.number}: weights artifact {artifact_id} not found in the "
+                              f"artifact store ({type(e).__name__}); pass --artifact-dir or --retrain") from None
+        return read_state_dict(path)
+

@@ -1,0 +1,238 @@
+"""``export-best``: chosen trials -> one folder per model (spec, weights, TorchScript, ONNX, metrics)
+and a report with pictures. Everything is written into a temporary folder beside the target and
+renamed into place at the end, so a failure leaves no partial export behind.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+import fmnist
+from fmnist.augment import to_input
+from fmnist.errors import FmnistError
+from fmnist.metrics import classification_report
+from space import ModelSpec, build, flops, param_count
+
+from . import figures
+from .artifacts import load_weights, read_state_dict
+from .document import Document
+from .front import dominated_seeds, seed_points
+from .study import OBJECTIVES
+
+TOLERANCE = 1e-3  # max |difference| of logits between PyTorch and the exported files
+
+
+def select(study: optuna.Study, trials: Sequence[int] = (), max_params: int | None = None,
+           top: int | None = None, by: str = "acc") -> list[FrozenTrial]:
+    """The trials to export: --trial numbers, else the --top K by an objective, else the front."""
+    all_trials = study.get_trials(deepcopy=False)
+    finished = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    if not finished:
+        raise FmnistError(f"study {study.study_name!r} has no finished trials to export")
+    if trials:
+        chosen = []
+        for n in trials:
+            if not 0 <= n < len(all_trials):
+                raise FmnistError(f"--trial {n}: no such trial (the study has trials 0-{len(all_trials) - 1})")
+            if all_trials[n].state != TrialState.COMPLETE:
+                raise FmnistError(f"--trial {n}: the trial is {all_trials[n].state.name.lower()}; "
+                                  f"only finished trials can be exported")
+            chosen.append(all_trials[n])
+    elif top is not None:
+        if by not in OBJECTIVES:
+            raise FmnistError(f"--by: unknown objective {by!r} (valid: {', '.join(OBJECTIVES)})")
+        key = {"acc": "val_acc", "params": "params", "flops": "flops", "latency": "latency_ms"}[by]
+        ranked = [t for t in finished if t.user_attrs.get(key) is not None]
+        if not ranked:
+            raise FmnistError(f"--by {by}: no finished trial recorded it")
+        sign = -1 if OBJECTIVES[by][0] == "maximize" else 1
+        chosen = sorted(ranked, key=lambda t: (sign * t.user_attrs[key], t.number))[:top]
+    else:
+        chosen = sorted(study.best_trials, key=lambda t: t.user_attrs["params"])
+    if max_params is not None:
+        chosen = [t for t in chosen if t.user_attrs["params"] <= max_params]
+        if not chosen:
+            raise FmnistError(f"--max-params {max_params:,}: none of the chosen trials is that small")
+    return chosen
+
+
+def folder_name(t: FrozenTrial) -> str:
+    return f"trial-{t.number}" + (f"-{t.user_attrs['preset']}" if "preset" in t.user_attrs else "")
+
+
+def write_atomically(out: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a fresh temporary folder beside ``out``, then swap it in; on any failure remove it."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as e:
+        raise FmnistError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+    try:
+        fill(tmp)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            out.rename(old / out.name)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _max_diff(a: torch.Tensor | np.ndarray, b: torch.Tensor) -> float:
+    return float(np.abs(np.asarray(a, dtype=np.float32) - b.detach().float().numpy()).max())
+
+
+def write_model_files(folder: Path, spec: ModelSpec, model: torch.nn.Module, example: torch.Tensor) -> dict:
+    """spec.json, weights.pt, model.ts, model.onnx, each loaded back and checked against ``model``."""
+    import onnxruntime
+
+    folder.mkdir()
+    model = model.cpu().eval()
+    (folder / "spec.json").write_text(spec.to_json())
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    torch.save(state, folder / "weights.pt")
+    back = read_state_dict(folder / "weights.pt")
+    if back.keys() != state.keys() or not all(torch.equal(back[k], state[k]) for k in state):
+        raise RuntimeError(f"{folder / 'weights.pt'} does not read back as written")
+    with torch.no_grad():
+        expected = model(example)
+        with warnings.catch_warnings():  # torch.jit is deprecated upstream, yet TorchScript is what users load
+            warnings.simplefilter("ignore")
+            torch.jit.trace(model, example).save(str(folder / "model.ts"))
+            scripted = torch.jit.load(str(folder / "model.ts"))
+        ts_diff = _max_diff(scripted(example).numpy(), expected)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), str(folder / "model.onnx"), input_names=["image"],
+                              output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
+                              verbose=False, external_data=False)
+    session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_diff = _max_diff(session.run(None, {"image": example.numpy()})[0], expected)
+    for name, diff in (("model.ts", ts_diff), ("model.onnx", onnx_diff)):
+        if not diff <= TOLERANCE:
+            raise RuntimeError(f"{folder / name}: outputs differ from PyTorch by {diff:.2e} (> {TOLERANCE})")
+    return {"torchscript_max_abs_diff": ts_diff, "onnx_max_abs_diff": onnx_diff}
+
+
+def retrain(spec: ModelSpec, ds: fmnist.FashionMNIST, device: torch.device, epochs: int | None, seed: int,
+            precision: str) -> tuple[torch.nn.Module, ModelSpec]:
+    """The architecture trained again on all 60k training images with its tuned settings."""
+    if epochs:
+        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=epochs))
+    data = fmnist.make_splits(ds, val_size=0, seed=seed).to(device)
+    model = build(spec.arch, seed=seed)
+    fmnist.train(model, data, spec.train, seed=seed, precision=precision, evaluate_test=False)
+    return model, spec
+
+
+@dataclasses.dataclass
+class ExportOptions:
+    device: torch.device
+    precision: str = "auto"
+    retrain: bool = False
+    epochs: int | None = None
+    seed: int = 0
+
+
+def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds: fmnist.FashionMNIST,
+           options: ExportOptions, log: Callable[[str], None] = print) -> list[dict]:
+    """Export ``chosen`` into ``out`` (replaced whole, atomically); returns each model's metrics."""
+    test = ds.test.to(options.device)
+    example = to_input(ds.test.images[:8])
+    amp = fmnist.pick_precision(options.device, options.precision)
+    # Load every input first: a missing or corrupt weights file stops before anything is written.
+    weights = {} if options.retrain else {t.number: load_weights(t, store) for t in chosen}
+    results: list[dict] = []
+
+    def fill(tmp: Path) -> None:
+        for t in chosen:
+            spec = ModelSpec.from_json(t.user_attrs["spec"])
+            before = t.user_attrs.get("test_acc")
+            if options.retrain:
+                log(f"trial {t.number}: retraining on all {len(ds.train):,} training images ...")
+                model, spec = retrain(spec, ds, options.device, options.epochs, options.seed, options.precision)
+            else:
+                model = build(spec.arch)
+                model.load_state_dict(weights[t.number])
+            model.to(options.device)
+            report = classification_report(fmnist.predict(model, test.images, amp), test.labels)
+            folder = tmp / folder_name(t)
+            checks = write_model_files(folder, spec, model, example)
+            metrics = {
+                "trial": t.number, "preset": t.user_attrs.get("preset"), "params": param_count(spec.arch),
+                "flops": flops(spec.arch), "val_acc": t.user_attrs.get("val_acc"),
+                "test_acc": report["accuracy"], "test_top5": report["top5"],
+                "retrained": {"epochs": spec.train.epochs, "test_acc_before": before,
+                              "test_acc_after": report["accuracy"]} if options.retrain else None,
+                "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],
+                "curve": t.user_attrs.get("curve", []),
+                "seeds_dominated": dominated_seeds(param_count(spec.arch), report["accuracy"]), **checks,
+            }
+            (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            figures.confusion_plot(folder / "confusion.png", report["confusion_matrix"],
+                                   f"{folder.name}: test confusion matrix")
+            figures.curve_plot(folder / "curve.png", metrics["curve"], f"{folder.name}: learning curve")
+            results.append(metrics)
+            log(f"{folder.name}: {metrics['params']:,} params, test {100 * report['accuracy']:.2f}%"
+                + (f" (before retraining {100 * before:.2f}%)" if options.retrain and before is not None else "")
+                + f"; ONNX and TorchScript match PyTorch within {max(checks.values()):.1e}")
+        write_report(tmp, study, chosen, results)
+
+    write_atomically(out, fill)
+    return results
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], results: list[dict]) -> None:
+    finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.user_attrs.get("test_acc") is not None]
+    front_numbers = {t.number for t in study.best_trials}
+    figures.front_plot(
+        folder / "front.png",
+        trials=[(t.user_attrs["params"], t.user_attrs["test_acc"]) for t in finished],
+        front=[(t.user_attrs["params"], t.user_attrs["test_acc"]) for t in finished if t.number in front_numbers],
+        exported=[(m["params"], m["test_acc"], folder_name(t)) for t, m in zip(chosen, results)],
+        seeds=[(p, a, name) for name, p, a in seed_points()])
+    doc = Document(f"fmnist-search export: study '{study.study_name}'")
+    doc.paragraph(f"Exported {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {len(finished)} finished trials; "
+                  f"objectives {', '.join(study.metric_names or [])}. Models were chosen on validation "
+                  f"accuracy; the test accuracy below is only reported.")
+    doc.image("front.png", "test accuracy against parameters: trials, front, exported models, seed models")
+    doc.heading("Exported models")
+    doc.table(["model", "params", "MFLOPs", "val acc", "test acc", "top-5", "seed models dominated"],
+              [[folder_name(t), f"{m['params']:,}", f"{m['flops'] / 1e6:.2f}", _pct(m["val_acc"]),
+                _pct(m["test_acc"]), _pct(m["test_top5"]), ", ".join(m["seeds_dominated"]) or "none"]
+               for t, m in zip(chosen, results)])
+    doc.paragraph("A model dominates a seed model when it has no more parameters than the seed reports "
+                  "and a higher test accuracy than the seed's reported accuracy.")
+    for t, m in zip(chosen, results):
+        name = folder_name(t)
+        doc.heading(name)
+        line = f"{m['params']:,} parameters; validation {_pct(m['val_acc'])}, test {_pct(m['test_acc'])}"
+        if m["retrained"]:
+            line += (f"; retrained on all training images for {m['retrained']['epochs']} epochs "
+                     f"(test before {_pct(m['retrained']['test_acc_before'])})")
+        doc.paragraph(line + ".")
+        doc.table(["class", "precision", "recall"],
+                  [[c, _pct(v["precision"]), _pct(v["recall"])] for c, v in m["per_class"].items()])
+        doc.image(f"{name}/confusion.png", f"{name} confusion matrix")
+        doc.image(f"{name}/curve.png", f"{name} learning curve")
+    (folder / "report.md").write_text(doc.markdown())
+    (folder / "report.html").write_text(doc.html())

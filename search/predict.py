@@ -1,0 +1,73 @@
+"""``predict``: an exported model folder classifies image files or an IDX file."""
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from fmnist import idx
+from fmnist.data import IMAGE_SIZE
+from fmnist.errors import FmnistError, SpecError
+from space import ModelSpec, build
+
+from .artifacts import read_state_dict
+
+
+def load_model(folder: Path) -> torch.nn.Module:
+    """spec.json + weights.pt of an exported model, in eval mode; every fault names the file."""
+    spec_path, weights_path = folder / "spec.json", folder / "weights.pt"
+    for path in (spec_path, weights_path):
+        if not path.is_file():
+            raise FmnistError(f"--model {folder}: no {path.name} (expected a folder written by export-best)")
+    try:
+        spec = ModelSpec.from_json(spec_path.read_text())
+    except SpecError as e:
+        raise FmnistError(f"{spec_path}: {e}") from None
+    model = build(spec.arch)
+    try:
+        model.load_state_dict(read_state_dict(weights_path))
+    except RuntimeError as e:
+        raise FmnistError(f"{weights_path}: weights do not fit {spec_path.name} "
+                          f"({str(e).splitlines()[0]})") from None
+    return model.eval()
+
+
+def to_dataset_image(img) -> np.ndarray:
+    """Any PIL image -> 28x28 uint8, light object on a dark background like Fashion-MNIST."""
+    from PIL import Image, ImageOps
+    gray = ImageOps.exif_transpose(img).convert("L")
+    a = np.asarray(gray)
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    if border.mean() > 127:  # a photo on a light background: flip to the dataset's polarity
+        gray = ImageOps.invert(gray)
+    gray.thumbnail((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+    canvas = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
+    canvas.paste(gray, ((IMAGE_SIZE - gray.width) // 2, (IMAGE_SIZE - gray.height) // 2))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def read_inputs(paths: Sequence[Path]) -> tuple[list[str], torch.Tensor]:
+    """(names, (N, 28, 28) uint8): each path an image file or an IDX images file (all its images)."""
+    from PIL import Image, UnidentifiedImageError
+    names, arrays = [], []
+    for path in paths:
+        raw = idx.read_raw(path)
+        content = idx.decompress(path, raw)
+        if content[:4] == struct.pack(">I", idx.IMAGES_MAGIC):
+            images = idx.parse(path, content, idx.IMAGES_MAGIC)
+            if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+                raise FmnistError(f"{path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
+            names += [f"{path}[{i}]" for i in range(len(images))]
+            arrays.append(images)
+            continue
+        try:
+            with Image.open(path) as img:
+                img.load()
+                arrays.append(to_dataset_image(img)[None])
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise FmnistError(f"{path}: cannot decode as an image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        names.append(str(path))
+    return names, torch.from_numpy(np.concatenate(arrays))

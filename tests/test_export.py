@@ -1,0 +1,196 @@
+"""export-best and predict on a small synthetic study: real files, loaded back and checked."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnxruntime
+import optuna
+import pytest
+import torch
+from PIL import Image
+
+from fmnist import CLASSES, idx
+from fmnist.augment import to_input
+from search.cli import main
+from space import ModelSpec, build, param_count
+from synthetic import make_images
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def study_db(synth_dir, tmp_path_factory):
+    db = tmp_path_factory.mktemp("exp") / "e.db"
+    assert main(["--data-dir", str(synth_dir), "--storage", f"sqlite:///{db}", "--study", "e", "--quiet",
+                 "--val-size", "100", "--epochs", "2", "--max-flops", "3000000", "--trials", "3",
+                 "--no-enqueue-seeds", "--pruner", "none", "--seed", "3"]) == 0
+    return db
+
+
+def export(db, synth_dir, out, *extra):
+    return main(["export-best", "--storage", f"sqlite:///{db}", "--study", "e", "--data-dir", str(synth_dir),
+                 "--out", str(out), *extra])
+
+
+@pytest.fixture(scope="module")
+def exported(study_db, synth_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "front"
+    assert export(study_db, synth_dir, out) == 0
+    return out
+
+
+def _front(db):
+    return optuna.load_study(study_name="e", storage=f"sqlite:///{db}").best_trials
+
+
+def test_weights_are_kept_as_artifacts_beside_the_database(study_db):
+    store = study_db.with_name("e-artifacts")
+    for t in _front(study_db):
+        assert (store / t.user_attrs["weights_artifact"]).is_file()
+
+
+def test_every_front_model_is_exported_with_checked_files(exported, study_db, synth_dir):
+    front = _front(study_db)
+    folders = sorted(p.name for p in exported.iterdir() if p.is_dir())
+    assert folders == sorted(f"trial-{t.number}" for t in front)
+    test_images = idx.parse(synth_dir / "t10k-images-idx3-ubyte.gz",
+                            idx.decompress(synth_dir / "t10k-images-idx3-ubyte.gz",
+                                           idx.read_raw(synth_dir / "t10k-images-idx3-ubyte.gz")), idx.IMAGES_MAGIC)
+    x = to_input(torch.from_numpy(test_images[:16].copy()))
+    for t in front:
+        folder = exported / f"trial-{t.number}"
+        spec = ModelSpec.from_json((folder / "spec.json").read_text())
+        assert spec.to_json() == t.user_attrs["spec"]
+        model = build(spec.arch).eval()
+        model.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
+        with torch.no_grad():
+            expected = model(x)
+        scripted = torch.jit.load(str(folder / "model.ts"))
+        assert torch.allclose(scripted(x), expected, atol=1e-4)
+        session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], expected.numpy(), atol=1e-4)
+        assert not (folder / "model.onnx.data").exists()  # one self-contained ONNX file
+        m = json.loads((folder / "metrics.json").read_text())
+        assert m["params"] == param_count(spec.arch) == t.user_attrs["params"] and m["flops"] > 0
+        assert m["val_acc"] == t.user_attrs["val_acc"] and m["test_top5"] >= m["test_acc"]
+        assert m["test_acc"] == pytest.approx(t.user_attrs["test_acc"], abs=0.011)  # bf16 vs bf16, same weights
+        assert set(m["per_class"]) == set(CLASSES)
+        assert all(0 <= v["precision"] <= 1 and 0 <= v["recall"] <= 1 for v in m["per_class"].values())
+        cm = np.array(m["confusion_matrix"])
+        assert cm.shape == (10, 10) and cm.sum() == 200
+        assert m["onnx_max_abs_diff"] <= 1e-3 and m["torchscript_max_abs_diff"] <= 1e-3
+
+
+def test_report_has_valid_pictures_in_both_formats(exported, study_db):
+    md, page = (exported / "report.md").read_text(), (exported / "report.html").read_text()
+    pictures = ["front.png"] + [f"trial-{t.number}/{n}.png" for t in _front(study_db) for n in ("confusion", "curve")]
+    for pic in pictures:
+        data = (exported / pic).read_bytes()
+        assert data.startswith(PNG_SIGNATURE)
+        with Image.open(exported / pic) as im:
+            im.verify()
+        assert f"]({pic})" in md and f'src="{pic}"' in page
+    assert "seed models dominated" in md and "precision" in md and page.startswith("<!DOCTYPE html>")
+    assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]  # no temporary folders left
+
+
+def test_choose_by_trial_top_and_max_params(study_db, synth_dir, tmp_path):
+    study = optuna.load_study(study_name="e", storage=f"sqlite:///{study_db}")
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    smallest = min(done, key=lambda t: t.user_attrs["params"])
+    assert export(study_db, synth_dir, tmp_path / "a", "--trial", str(smallest.number)) == 0
+    assert [p.name for p in (tmp_path / "a").iterdir() if p.is_dir()] == [f"trial-{smallest.number}"]
+    assert export(study_db, synth_dir, tmp_path / "b", "--top", "1", "--by", "params") == 0
+    assert (tmp_path / "b" / f"trial-{smallest.number}").is_dir()
+    assert export(study_db, synth_dir, tmp_path / "c", "--max-params", str(smallest.user_attrs["params"])) == 0
+    assert all(json.loads((p / "metrics.json").read_text())["params"] <= smallest.user_attrs["params"]
+               for p in (tmp_path / "c").iterdir() if p.is_dir())
+
+
+def test_retrain_reports_test_accuracy_before_and_after(study_db, synth_dir, tmp_path, capsys):
+    study = optuna.load_study(study_name="e", storage=f"sqlite:///{study_db}")
+    best = max(study.best_trials, key=lambda t: t.user_attrs["val_acc"])
+    assert export(study_db, synth_dir, tmp_path / "r", "--trial", str(best.number), "--retrain",
+                  "--epochs", "1") == 0
+    m = json.loads((tmp_path / "r" / f"trial-{best.number}" / "metrics.json").read_text())
+    assert m["retrained"]["epochs"] == 1 and m["retrained"]["test_acc_before"] == best.user_attrs["test_acc"]
+    assert m["retrained"]["test_acc_after"] == m["test_acc"]
+    assert "before retraining" in capsys.readouterr().out
+
+
+def test_predict_on_a_generated_png_and_an_idx_file(exported, study_db, synth_dir, tmp_path, capsys):
+    model_dir = next(p for p in exported.iterdir() if p.is_dir())
+    rng = np.random.default_rng(1)
+    sample = make_images(np.array([3]), rng)[0]
+    big = Image.fromarray(255 - sample).resize((120, 90))  # dark object on light paper, other size
+    big.save(tmp_path / "photo.png")
+    Image.fromarray(sample).convert("RGB").save(tmp_path / "photo.jpg")
+    idx.write(tmp_path / "two.idx", make_images(np.array([1, 7]), rng))
+    assert main(["predict", "--model", str(model_dir), str(tmp_path / "photo.png"), str(tmp_path / "photo.jpg"),
+                 str(tmp_path / "two.idx"), "--top", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and lines[0].startswith(str(tmp_path / "photo.png"))
+    assert lines[2].startswith(f"{tmp_path / 'two.idx'}[0]:")
+    for line in lines:
+        shown = [part.strip() for part in line.split(": ", 1)[1].split(",")]
+        assert len(shown) == 2 and all(any(s.startswith(c + " ") for c in CLASSES) and s.endswith("%") for s in shown)
+    assert main(["predict", "--model", str(model_dir), "--eval", "--data-dir", str(synth_dir)]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_png_polarity_and_size_follow_the_dataset():
+    from search.predict import to_dataset_image
+    dark_on_light = Image.fromarray(np.full((50, 80), 250, np.uint8))
+    dark_on_light.paste(10, (30, 10, 50, 40))
+    out = to_dataset_image(dark_on_light)
+    assert out.shape == (28, 28) and out[14, 14] > 200 and out[0, 0] < 30
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    err = [e for e in err if not e.startswith("notice:")]
+    assert len(err) == 1 and err[0].startswith("fmnist-search: error:"), err
+    return err[0]
+
+
+def test_bad_inputs_are_one_line_and_leave_nothing_partial(study_db, synth_dir, exported, tmp_path, capsys):
+    empty = tmp_path / "empty.db"
+    optuna.create_study(study_name="e", storage=f"sqlite:///{empty}", directions=["maximize", "minimize"])
+    assert export(empty, synth_dir, tmp_path / "x") == 2
+    assert "no finished trials" in _one_line(capsys) and not (tmp_path / "x").exists()
+
+    assert export(study_db, synth_dir, tmp_path / "x", "--trial", "999") == 2
+    assert "--trial 999: no such trial" in _one_line(capsys)
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert export(study_db, synth_dir, blocker / "out") == 2
+    assert "cannot write" in _one_line(capsys)
+
+    # A corrupt weights artifact: the previous export in the target folder stays as it was.
+    target = tmp_path / "keep"
+    shutil.copytree(exported, target)
+    before = sorted(p.relative_to(target) for p in target.rglob("*"))
+    store = tmp_path / "store"
+    shutil.copytree(study_db.with_name("e-artifacts"), store)
+    for f in store.iterdir():
+        f.write_bytes(b"garbage")
+    assert export(study_db, synth_dir, target, "--artifact-dir", str(store)) == 2
+    assert "not a readable weights file" in _one_line(capsys)
+    assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".keep")]
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(next(p for p in exported.iterdir() if p.is_dir()), model_dir)
+    (model_dir / "weights.pt").write_bytes(b"\x00" * 64)
+    assert main(["predict", "--model", str(model_dir), str(model_dir / "curve.png")]) == 2
+    assert "weights.pt: not a readable weights file" in _one_line(capsys)
+
+    good = next(p for p in exported.iterdir() if p.is_dir())
+    (tmp_path / "broken.png").write_bytes(PNG_SIGNATURE + b"truncated")
+    assert main(["predict", "--model", str(good), str(tmp_path / "broken.png")]) == 2
+    assert "broken.png: cannot decode as an image" in _one_line(capsys)
+    assert main(["predict", "--model", str(good), str(tmp_path / "absent.png")]) == 2
+    assert "absent.png: cannot read" in _one_line(capsys)
