@@ -41,6 +41,19 @@ def with_overrides(spec: ModelSpec, **overrides) -> ModelSpec:
     return dataclasses.replace(spec, train=dataclasses.replace(spec.train, **changes)) if changes else spec
 
 
+def load_dataset(args: argparse.Namespace) -> fmnist.FashionMNIST:
+    """The data set from --data-dir (or its defaults), announcing files that are not the official ones."""
+    ds = fmnist.load(args.data_dir, download=not args.no_download)
+    for notice in ds.notices:
+        print(notice, file=sys.stderr)
+    return ds
+
+
+def existing_study(args: argparse.Namespace):
+    """The study named by --study, which must exist in --storage."""
+    return studies.load_existing(studies.open_storage(args.storage), args.study)
+
+
 def prepare_data(args: argparse.Namespace, default_subset: int | None = None) -> fmnist.Splits:
     """Load, split and move to the device, printing any notice about unofficial files.
 
@@ -49,9 +62,7 @@ def prepare_data(args: argparse.Namespace, default_subset: int | None = None) ->
     """
     device = fmnist.pick_device(args.device)
     fmnist.pick_precision(device, args.precision)  # reject a bad --precision before loading data
-    ds = fmnist.load(args.data_dir, download=not args.no_download)
-    for notice in ds.notices:
-        print(notice, file=sys.stderr)
+    ds = load_dataset(args)
     subset = args.train_subset
     if subset is None and default_subset is not None and default_subset < len(ds.train) - args.val_size:
         subset = default_subset
@@ -172,8 +183,7 @@ def search(args: argparse.Namespace) -> int:
 
 
 def show(args: argparse.Namespace) -> int:
-    storage = studies.open_storage(args.storage)
-    study = studies.load_existing(storage, args.study)
+    study = existing_study(args)
     print(format_counts(study))
     print(format_front(study))
     return 0
@@ -181,14 +191,11 @@ def show(args: argparse.Namespace) -> int:
 
 def export_best(args: argparse.Namespace) -> int:
     from .export import ExportOptions, export, select
-    storage = studies.open_storage(args.storage)
-    study = studies.load_existing(storage, args.study)
+    study = existing_study(args)
     chosen = select(study, args.trial, args.max_params, args.top, args.by)
     store = artifacts.open_store(artifacts.artifact_dir(args.storage, args.artifact_dir))
     device = fmnist.pick_device(args.device)
-    ds = fmnist.load(args.data_dir, download=not args.no_download)
-    for notice in ds.notices:
-        print(notice, file=sys.stderr)
+    ds = load_dataset(args)
     out = args.out or Path("exports") / args.study
     print(f"exporting {len(chosen)} model(s) of study {args.study!r} to {out}")
     export(study, chosen, out, store, ds, ExportOptions(device, args.precision, args.retrain, args.epochs, args.seed))
@@ -211,8 +218,7 @@ def predict(args: argparse.Namespace) -> int:
             print(f"{name}: " + ", ".join(f"{fmnist.CLASSES[i]} {100 * v:.1f}%"
                                           for v, i in zip(top.values.tolist(), top.indices.tolist())))
     if args.eval:
-        ds = fmnist.load(args.data_dir, download=not args.no_download)
-        test = ds.test.to(device)
+        test = load_dataset(args).test.to(device)
         logits = fmnist.predict(model, test.images, amp)
         print(f"test accuracy {100 * fmnist.accuracy(logits, test.labels):.2f}%, "
               f"top-5 {100 * fmnist.accuracy(logits, test.labels, 5):.2f}% on {len(test):,} images")
