@@ -221,3 +221,50 @@ def test_objective_names_parse():
         studies.parse_objectives("acc,acc")
     with pytest.raises(fmnist.FmnistError, match="at least one"):
         studies.parse_objectives(" , ")
+
+
+def test_all_four_objectives_are_returned_and_named(synth_dir, tmp_path):
+    db = tmp_path / "o.db"
+    assert run(synth_dir, db, "--trials", "1", "--no-enqueue-seeds", "--objective", "acc,params,flops,latency",
+               study="o") == 0
+    study = load(db, "o")
+    assert study.metric_names == ["acc", "params", "flops", "latency"]
+    t = next(t for t in study.trials if t.state == TrialState.COMPLETE)
+    assert t.values == [t.user_attrs["val_acc"], t.user_attrs["params"], t.user_attrs["flops"],
+                        t.user_attrs["latency_ms"]]
+    assert 0 < t.user_attrs["latency_ms"] < 10_000
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "random"])
+def test_other_samplers_run(sampler, synth_dir, tmp_path):
+    db = tmp_path / f"{sampler}.db"
+    assert run(synth_dir, db, "--trials", "2", "--no-enqueue-seeds", "--sampler", sampler) == 0
+    assert sum(counts_toward_trials(t) for t in load(db).trials) == 2
+
+
+def test_timeout_stops_starting_trials(synth_dir, tmp_path):
+    db = tmp_path / "t.db"
+    assert run(synth_dir, db, "--trials", "1000", "--no-enqueue-seeds", "--timeout", "1") == 0
+    assert 1 <= sum(counts_toward_trials(t) for t in load(db).trials) < 1000
+
+
+def test_live_status_line_on_a_terminal(small_study):
+    import io
+
+    from search.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term, log = Terminal(), io.StringIO()
+    progress = Progress(enabled=True, stream=term, out=log)
+    progress.trial_started(7)
+    progress.trial_finished(load(small_study), 3, 10)
+    progress.write("trial 7: done")
+    progress.close()
+    assert "3/10 done" in term.getvalue() and "front" in term.getvalue() and "ETA" in term.getvalue()
+    assert log.getvalue() == "trial 7: done\n"
+    quiet = Terminal()
+    Progress(enabled=False, stream=quiet, out=io.StringIO()).trial_started(1)
+    assert quiet.getvalue() == ""
