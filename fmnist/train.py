@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import augmented_input, to_input
-from .data import Split, Splits
+from .data import Splits
 from .errors import FmnistError
 from .trainspec import TrainSpec
 

@@ -168,7 +168,7 @@ def search(args: argparse.Namespace) -> int:
                           pruner=args.pruner, prune_factor=args.prune_factor,
                           prune_min_trials=args.prune_min_trials, rung_min_images=args.rung_min_images)
     store = artifacts.open_store(artifacts.artifact_dir(args.storage, args.artifact_dir))
-    runner = Search(study, storage, config, data, progress=Progress(enabled=not args.quiet), store=store)
+    runner = Search(study, config, data, progress=Progress(enabled=not args.quiet), store=store)
     print(f"study {args.study!r} in {args.storage}: {runner.done()} of {args.trials} trials done")
     try:
         runner.run()

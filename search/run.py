@@ -8,8 +8,6 @@ test accuracy is recorded beside it and never returned to the sampler.
 from __future__ import annotations
 
 import dataclasses
-import sys
-import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -88,16 +86,15 @@ class Skip(optuna.TrialPruned):
 
 
 class Search:
-    def __init__(self, study: optuna.Study, storage, config: SearchConfig, data: fmnist.Splits,
+    def __init__(self, study: optuna.Study, config: SearchConfig, data: fmnist.Splits,
                  out: Callable[[str], None] | None = None, progress: Progress | None = None,
                  store=None):
-        self.study, self.storage, self.config, self.data = study, storage, config, data
+        self.study, self.config, self.data = study, config, data
         self.store = store  # where finished trials' weights go (an Optuna artifact store), or None
         self.progress = progress or Progress(enabled=False)
         self.out = out or self.progress.write
         self.current: int | None = None
         self.consecutive_skips = 0
-        self.started = time.perf_counter()
         self.pruner = (ParetoPruner(study, config.prune_factor, config.prune_min_trials)
                        if config.pruner == "pareto" else None)
 
