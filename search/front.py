@@ -44,10 +44,10 @@ def format_front(study: optuna.Study) -> str:
         a = t.user_attrs
         seeds = dominated_seeds(a["params"], a.get("test_acc"))
         beaten.update(seeds)
-        rows.append([str(t.number), a.get("preset", ""), f"{a['params']:,}", f"{a['flops'] / 1e6:.2f}M",
+        rows.append([str(t.number), a.get("preset", ""), f"{a['params']:,}", f"{a['flops'] / 1e6:.2f}",
                      _pct(a.get("val_acc")), _pct(a.get("test_acc")), f"{a.get('epochs_run', 0):g}",
                      str(len(seeds))])
-    table = format_table(["trial", "preset", "params", "flops", "val acc", "test acc", "epochs",
+    table = format_table(["trial", "preset", "params", "MFLOPs", "val acc", "test acc", "epochs",
                           "seeds dominated"], rows)
     refs = seed_points()
     missed = [name for name, _, _ in refs if name not in beaten]

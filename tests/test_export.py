@@ -51,6 +51,22 @@ def test_weights_are_kept_as_artifacts_beside_the_database(study_db):
         assert (store / t.user_attrs["weights_artifact"]).is_file()
 
 
+def test_optuna_dashboard_serves_the_weights_artifacts(study_db):
+    import urllib.request
+
+    import optuna_dashboard
+    from optuna.artifacts import FileSystemArtifactStore
+    from wsgi_server import serving
+    store_dir = study_db.with_name("e-artifacts")
+    study = optuna.load_study(study_name="e", storage=f"sqlite:///{study_db}")
+    t = study.best_trials[0]
+    app = optuna_dashboard.wsgi(f"sqlite:///{study_db}", artifact_store=FileSystemArtifactStore(str(store_dir)))
+    with serving(app) as base:
+        url = f"{base}/artifacts/{study._study_id}/{t._trial_id}/{t.user_attrs['weights_artifact']}"
+        body = urllib.request.urlopen(url, timeout=30).read()
+    assert body == (store_dir / t.user_attrs["weights_artifact"]).read_bytes()
+
+
 def test_every_front_model_is_exported_with_checked_files(exported, study_db, synth_dir):
     front = _front(study_db)
     folders = sorted(p.name for p in exported.iterdir() if p.is_dir())

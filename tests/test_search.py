@@ -4,9 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import urllib.request
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import optuna
 import pytest
@@ -17,6 +15,7 @@ from search import study as studies
 from search.cli import main
 from search.run import counts_toward_trials
 from space import ModelSpec, flops, param_count
+from wsgi_server import serving
 
 # Cheap candidates only: --max-flops skips the heavy ones before training, at no cost.
 FAST = ["--epochs", "1", "--val-size", "100", "--max-flops", "3000000", "--quiet", "--seed", "1"]
@@ -189,26 +188,13 @@ def test_show_unknown_study_is_one_line(small_study, capsys):
     assert "no such study" in capsys.readouterr().err and "s" in capsys.readouterr().err + "s"
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 def test_optuna_dashboard_serves_the_study_over_http(small_study):
     import optuna_dashboard
-    app = optuna_dashboard.wsgi(f"sqlite:///{small_study}")
-    server = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with serving(optuna_dashboard.wsgi(f"sqlite:///{small_study}")) as base:
         studies_json = json.loads(urllib.request.urlopen(f"{base}/api/studies", timeout=30).read())
         (summary,) = [s for s in studies_json["study_summaries"] if s["study_name"] == "s"]
         detail = json.loads(urllib.request.urlopen(f"{base}/api/studies/{summary['study_id']}", timeout=30).read())
-        page = urllib.request.urlopen(f"{base}/dashboard", timeout=30)
-        assert page.status == 200
-    finally:
-        server.shutdown()
+        assert urllib.request.urlopen(f"{base}/dashboard", timeout=30).status == 200
     assert detail["objective_names"] == ["acc", "params"]  # from study.set_metric_names
     assert detail["best_trials"], "the Pareto front is shown"
     attrs = {a["key"] for t in detail["trials"] for a in t["user_attrs"]}
