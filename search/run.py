@@ -58,7 +58,6 @@ class SearchConfig:
     seed: int = 0
     precision: str = "auto"
     compile: bool = False
-    enqueue_seeds: bool = True
     max_skips: int = 200        # consecutive free skips before giving up on the space
     pruner: str = "pareto"
     prune_factor: int = 3
