@@ -22,7 +22,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import optuna  # noqa: E402
 
 from search.cli import main as cli  # noqa: E402
-from search.front import format_front, hypervolume, images_trained
+from search.front import hypervolume, images_trained
 
 
 def main() -> int:
@@ -49,8 +49,7 @@ def main() -> int:
     print(f"\nwall {wall / 60:.1f} min, {len(study.trials)} trials, {images_trained(study):,} training images")
     print(f"hypervolume (val error, log10 params; ref 0.30, 5M): {hypervolume(study):.4f}")
     print(f"hypervolume on test error, for information:        {hypervolume(study, 'test_acc'):.4f}")
-    print(format_front(study))
-    return 0
+    return 0  # the front table was printed by the search itself
 
 
 if __name__ == "__main__":
