@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 import fmnist
-from fmnist.errors import FmnistError, SpecError
+from fmnist.errors import FmnistError
 from fmnist.train import precision_name
 from space import ModelSpec, build, flops, param_count, zoo
 
@@ -21,18 +21,6 @@ from .front import format_counts, format_front
 from .progress import Progress
 from .report import format_table
 from .run import Search, SearchConfig, enqueue_seeds, pick_profile
-
-
-def load_model_spec(path: Path) -> ModelSpec:
-    """A ModelSpec JSON file; every fault is one line naming the file."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise FmnistError(f"--spec {path}: cannot read ({e.strerror or e})") from None
-    try:
-        return ModelSpec.from_json(text)
-    except SpecError as e:
-        raise SpecError(f"{path}: {e}") from None
 
 
 def with_overrides(spec: ModelSpec, **overrides) -> ModelSpec:
@@ -75,7 +63,7 @@ def _pct(x: float | None) -> str:
 
 def train(args: argparse.Namespace) -> int:
     preset = zoo.preset(args.preset) if args.preset else None
-    spec = preset.spec if preset else load_model_spec(args.spec)
+    spec = preset.spec if preset else ModelSpec.from_file(args.spec)
     spec = with_overrides(spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
     data = prepare_data(args)
     model = build(spec.arch, seed=args.seed)

@@ -10,7 +10,7 @@ import torch
 
 from fmnist import idx
 from fmnist.data import IMAGE_SIZE
-from fmnist.errors import FmnistError, SpecError
+from fmnist.errors import FmnistError
 from space import ModelSpec, build
 
 from .artifacts import read_state_dict
@@ -22,10 +22,7 @@ def load_model(folder: Path) -> torch.nn.Module:
     for path in (spec_path, weights_path):
         if not path.is_file():
             raise FmnistError(f"--model {folder}: no {path.name} (expected a folder written by export-best)")
-    try:
-        spec = ModelSpec.from_json(spec_path.read_text())
-    except SpecError as e:
-        raise FmnistError(f"{spec_path}: {e}") from None
+    spec = ModelSpec.from_file(spec_path)
     model = build(spec.arch)
     try:
         model.load_state_dict(read_state_dict(weights_path))

@@ -7,6 +7,7 @@ and its parameter count and FLOPs follow from the spec alone (``space.count``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fmnist import specio
 from fmnist.errors import SpecError
@@ -129,3 +130,15 @@ class ModelSpec:
     @classmethod
     def from_json(cls, text: str) -> "ModelSpec":
         return specio.from_json(cls, text)
+
+    @classmethod
+    def from_file(cls, path: Path) -> "ModelSpec":
+        """A spec JSON file; every fault (unreadable, not JSON, invalid field) names the file."""
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise SpecError(f"{path}: cannot read ({e.strerror or e})") from None
+        try:
+            return cls.from_json(text)
+        except SpecError as e:
+            raise SpecError(f"{path}: {e}") from None
