@@ -6,11 +6,14 @@ dominates a seed when it has no more parameters and a higher accuracy.
 """
 from __future__ import annotations
 
+import math
+
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from space import zoo
 
+from .pareto import hypervolume_2d
 from .report import format_table
 
 
@@ -73,9 +76,6 @@ HV_REFERENCE = (0.30, 5_000_000)  # (error, parameters): the benchmarks' referen
 def hypervolume(study: optuna.Study, metric: str = "val_acc",
                 reference: tuple[float, int] = HV_REFERENCE) -> float:
     """Hypervolume of the finished trials in (error, log10 params), both minimized."""
-    import math
-
-    from .pareto import hypervolume_2d
     points = [(1 - t.user_attrs[metric], math.log10(t.user_attrs["params"]))
               for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
               if t.user_attrs.get(metric) is not None]

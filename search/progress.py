@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Sequence, TextIO
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 
 def _clock(seconds: float) -> str:
@@ -42,10 +42,10 @@ class Progress:
             self.trial = f"{self.trial.split(':')[0]}: {100 * images // max(1, total)}%"
             self._draw()
 
-    def trial_finished(self, study: optuna.Study, done: int, wanted: int) -> None:
+    def trial_finished(self, study: optuna.Study, trials: Sequence[FrozenTrial], done: int,
+                       wanted: int) -> None:
         if not self.live:
             return
-        trials = study.get_trials(deepcopy=False)
         pruned = sum(t.state == TrialState.PRUNED and "skipped" not in t.user_attrs for t in trials)
         failed = sum(t.state == TrialState.FAIL for t in trials)
         elapsed = time.perf_counter() - self.started

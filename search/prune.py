@@ -86,7 +86,6 @@ class ParetoPruner:
                 trial.set_user_attr(f"rung_{rung}", report.val_acc)
                 if protected:
                     continue
-                reason = None
                 if rung == rungs[0] and report.val_acc < self.at_chance:
                     reason = f"still at chance ({100 * report.val_acc:.1f}% validation accuracy)"
                 else:

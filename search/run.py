@@ -169,16 +169,18 @@ class Search:
             trial.set_user_attr(key, value)
 
     # -- the loop ---------------------------------------------------------------------------
-    def done(self) -> int:
-        return sum(counts_toward_trials(t) for t in self.study.get_trials(deepcopy=False))
+    def done(self, trials: Sequence[FrozenTrial] | None = None) -> int:
+        trials = self.study.get_trials(deepcopy=False) if trials is None else trials
+        return sum(counts_toward_trials(t) for t in trials)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.current = None
         skipped = "skipped" in trial.user_attrs
         self.consecutive_skips = self.consecutive_skips + 1 if skipped else 0
         self.out(describe_trial(trial))
-        done = self.done()
-        self.progress.trial_finished(study, done, self.config.trials)
+        trials = study.get_trials(deepcopy=False)  # one read of the storage serves both counts
+        done = self.done(trials)
+        self.progress.trial_finished(study, trials, done, self.config.trials)
         if done >= self.config.trials:
             study.stop()
         elif self.consecutive_skips >= self.config.max_skips:
