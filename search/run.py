@@ -110,8 +110,12 @@ class Search:
         raise Skip(reason)
 
     def duplicate_of(self, spec_json: str, number: int) -> int | None:
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            if t.number != number and "skipped" not in t.user_attrs and t.user_attrs.get("spec") == spec_json:
+        """An earlier trial of the same spec: finished, or in training elsewhere (the lower number
+        wins, so two workers that drew the same seed or candidate at once train it once)."""
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                               TrialState.RUNNING)):
+            if (t.number != number and "skipped" not in t.user_attrs and t.user_attrs.get("spec") == spec_json
+                    and (t.state != TrialState.RUNNING or t.number < number)):
                 return t.number
         return None
 

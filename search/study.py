@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 import optuna
+import sqlalchemy
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
@@ -34,6 +36,7 @@ OBJECTIVES = {
 }
 SAMPLERS = ("tpe", "nsga2", "random")
 HEARTBEAT_S, GRACE_S, MAX_RETRY = 30, 120, 3
+SCHEMA_ATTEMPTS = 5
 
 
 def parse_objectives(text: str) -> tuple[str, ...]:
@@ -75,12 +78,40 @@ def open_storage(url: str) -> RDBStorage:
         elif str(path) not in ("", ":memory:") and not path.parent.is_dir():
             raise FmnistError(f"--storage {url}: folder {path.parent} does not exist")
         engine_kwargs = {"connect_args": {"timeout": 60}}  # wait for other workers' writes
-    try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-                          grace_period=GRACE_S, heartbeat_stale_trial_callback=retry)
-    except Exception as e:  # sqlalchemy's URL, driver and connection errors all mean: cannot open
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FmnistError(f"--storage {url}: cannot open ({reason})") from None
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+                                 grace_period=GRACE_S, heartbeat_stale_trial_callback=retry)
+            if url.startswith("sqlite"):
+                _lock_on_begin(storage.engine)
+            return storage
+        except Exception as e:  # sqlalchemy's URL, driver and connection errors all mean: cannot open
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            # Workers started together on a new database race to create its tables (optuna#4621):
+            # the loser finds them made by the winner when it tries again.
+            if "already exists" in reason and attempt + 1 < SCHEMA_ATTEMPTS:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise FmnistError(f"--storage {url}: cannot open ({reason})") from None
+
+
+def _lock_on_begin(engine: sqlalchemy.engine.Engine) -> None:
+    """Every SQLite transaction takes the write lock when it begins (BEGIN IMMEDIATE).
+
+    Optuna pops an enqueued trial by reading it as WAITING and then setting it RUNNING under
+    SELECT ... FOR UPDATE, which SQLite ignores: two workers could both read WAITING and both run
+    the trial (optuna#4621). Holding the lock from the read on makes the pop atomic. Transactions
+    are short, and other workers wait for the lock (the connection's timeout), so this costs little.
+    """
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # pysqlite would otherwise BEGIN (deferred) itself
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners would still begin deferred
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -100,7 +131,11 @@ def check_study(storage: RDBStorage, name: str, objectives: Sequence[str],
     """The existing study ``name`` (None if there is none); refuses one with other objectives."""
     if name not in set(optuna.get_all_study_names(storage)):
         return None
-    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    for _ in range(SCHEMA_ATTEMPTS):
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        if study.metric_names:
+            break
+        time.sleep(0.2)  # a worker that has just created it names the objectives a moment later
     found = tuple(study.metric_names or ())
     if found != tuple(objectives):
         raise FmnistError(
@@ -115,8 +150,11 @@ def open_study(storage: RDBStorage, name: str, objectives: Sequence[str],
     study = check_study(storage, name, objectives, sampler)
     if study is not None:
         return study
-    study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
-                                directions=[OBJECTIVES[o][0] for o in objectives])
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                    directions=[OBJECTIVES[o][0] for o in objectives])
+    except optuna.exceptions.DuplicatedStudyError:  # another worker created it since the check
+        return check_study(storage, name, objectives, sampler)
     study.set_metric_names(list(objectives))
     return study
 

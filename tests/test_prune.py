@@ -104,3 +104,17 @@ def test_pareto_helpers():
     assert front_indices(pts) == [0, 1, 2] and nondominated_ranks(pts) == [0, 0, 0, 1]
     assert hypervolume_2d(pts, (4, 4)) == pytest.approx(6.0)
     assert hypervolume_2d([(5, 5)], (4, 4)) == 0.0
+
+
+def test_a_worker_sees_the_rung_values_another_worker_wrote(tmp_path):
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    mine = optuna.create_study(storage=url, study_name="w", directions=["maximize", "minimize"])
+    theirs = optuna.load_study(storage=url, study_name="w")  # another process's handle on the storage
+    for e in PEERS:
+        trial = theirs.ask()
+        trial.set_user_attr("params", e.params)
+        trial.set_user_attr("rung_2000", e.acc)
+        theirs.tell(trial, [e.acc, e.params])
+    trial = mine.ask()
+    reason = ParetoPruner(mine).hook(trial, 500_000, [2000], protected=False)(Report(1.0, 2000, 0.8, 0.82))
+    assert reason and f"of {len(PEERS) + 1} at the rung" in reason

@@ -8,12 +8,13 @@ import urllib.request
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 import fmnist
 from search import study as studies
 from search.cli import main
-from search.run import counts_toward_trials
+from search.run import Search, SearchConfig, counts_toward_trials
 from space import ModelSpec, flops, param_count
 from wsgi_server import serving
 
@@ -147,6 +148,80 @@ def test_an_identical_candidate_is_not_trained_again(synth_dir, tmp_path):
     copy = load(db).trials[first.number + 1]
     assert copy.params == first.params
     assert copy.user_attrs["skipped"] == f"duplicate of trial {first.number}" and "val_acc" not in copy.user_attrs
+
+
+def test_two_workers_that_drew_the_same_candidate_train_it_once():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    first, second = study.ask(), study.ask()  # both RUNNING, as in two processes
+    for t in (first, second):
+        t.set_user_attr("spec", "{same}")
+    search = Search(study, SearchConfig(), data=None)
+    assert search.duplicate_of("{same}", second.number) == first.number  # the lower number trains it
+    assert search.duplicate_of("{same}", first.number) is None
+
+
+WORKERS = ["--epochs", "1", "--val-size", "100", "--max-flops", "1000000", "--trials", "4",
+           "--rung-min-images", "100", "--prune-min-trials", "3", "--quiet"]
+
+
+def test_two_workers_started_together_share_one_new_study(synth_dir, tmp_path):
+    db = tmp_path / "w.db"  # does not exist yet: both race to create its tables and the study
+    argv = [sys.executable, "-m", "search.cli", "--data-dir", str(synth_dir), "--storage", f"sqlite:///{db}",
+            "--study", "w", *WORKERS]
+    procs = [subprocess.Popen([*argv, "--seed", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in (1, 2)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    trials = load(db, "w").trials
+    assert not [t for t in trials if t.state == TrialState.FAIL]
+    assert 4 <= sum(counts_toward_trials(t) for t in trials) <= 5  # the other may be mid-trial at the end
+    trained_presets = [t.user_attrs["preset"] for t in trials if "preset" in t.user_attrs
+                       and t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "skipped" not in t.user_attrs]
+    assert trained_presets and len(trained_presets) == len(set(trained_presets))
+
+
+POPPER = """
+import sys, optuna
+from optuna.trial import TrialState
+from search.study import open_storage
+study = optuna.load_study(study_name="q", storage=open_storage(sys.argv[1]))
+while True:
+    trial = study.ask()  # takes the next enqueued trial, or makes a new one when none is left
+    if trial.number >= int(sys.argv[2]):
+        study.tell(trial, state=TrialState.FAIL)
+        break
+    print(trial.number)
+"""
+
+
+def test_workers_never_take_the_same_enqueued_trial(tmp_path):
+    url, queued = f"sqlite:///{tmp_path / 'q.db'}", 60
+    study = optuna.create_study(study_name="q", storage=url)
+    for i in range(queued):
+        study.enqueue_trial({"x": i}, skip_if_exists=False)
+    procs = [subprocess.Popen([sys.executable, "-c", POPPER, url, str(queued)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    taken = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        taken += [int(n) for n in out.split()]
+    assert sorted(taken) == list(range(queued))  # each exactly once: none lost, none run twice
+
+
+def test_a_lost_race_to_create_the_tables_is_retried(tmp_path, monkeypatch):
+    real, calls = studies.RDBStorage, []
+
+    def lose_first_race(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError("CREATE TABLE studies", {}, "table studies already exists")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(studies, "RDBStorage", lose_first_race)
+    storage = studies.open_storage(f"sqlite:///{tmp_path / 'race.db'}")
+    assert len(calls) == 2 and optuna.get_all_study_names(storage) == []
 
 
 @pytest.mark.parametrize("argv, expected", [
