@@ -46,9 +46,9 @@ def main() -> int:
         return code
     wall = time.perf_counter() - start
     study = optuna.load_study(study_name=args.study, storage=storage)
-    print(f"\nwall {wall / 60:.1f} min, {len(study.trials)} trials, {images_trained(study):,} training images")
-    print(f"hypervolume (val error, log10 params; ref 0.30, 5M): {hypervolume(study):.4f}")
-    print(f"hypervolume on test error, for information:        {hypervolume(study, 'test_acc'):.4f}")
+    print(f"\nwall {wall / 60:.1f} min, {len(study.trials)} trials, {images_trained(study.trials):,} training images")
+    print(f"hypervolume (val error, log10 params; ref 0.30, 5M): {hypervolume(study.trials):.4f}")
+    print(f"hypervolume on test error, for information:        {hypervolume(study.trials, 'test_acc'):.4f}")
     return 0  # the front table was printed by the search itself
 
 

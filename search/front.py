@@ -7,6 +7,7 @@ dominates a seed when it has no more parameters and a higher accuracy.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -73,15 +74,14 @@ def format_counts(study: optuna.Study) -> str:
 HV_REFERENCE = (0.30, 5_000_000)  # (error, parameters): the benchmarks' reference point
 
 
-def hypervolume(study: optuna.Study, metric: str = "val_acc",
+def hypervolume(trials: Iterable[FrozenTrial], metric: str = "val_acc",
                 reference: tuple[float, int] = HV_REFERENCE) -> float:
-    """Hypervolume of the finished trials in (error, log10 params), both minimized."""
-    points = [(1 - t.user_attrs[metric], math.log10(t.user_attrs["params"]))
-              for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if t.user_attrs.get(metric) is not None]
+    """Hypervolume of the finished ones among ``trials`` in (error, log10 params), both minimized."""
+    points = [(1 - t.user_attrs[metric], math.log10(t.user_attrs["params"])) for t in trials
+              if t.state == TrialState.COMPLETE and t.user_attrs.get(metric) is not None]
     return hypervolume_2d(points, (reference[0], math.log10(reference[1])))
 
 
-def images_trained(study: optuna.Study) -> int:
-    """Training images processed by every trial of the study, pruned ones included."""
-    return sum(t.user_attrs.get("images_seen", 0) for t in study.get_trials(deepcopy=False))
+def images_trained(trials: Iterable[FrozenTrial]) -> int:
+    """Training images processed by ``trials``, pruned ones included."""
+    return sum(t.user_attrs.get("images_seen", 0) for t in trials)
