@@ -39,6 +39,19 @@ def _int_at_least(lo: int):
 _positive_int = _int_at_least(1)
 
 
+def _margin(text: str) -> float | None:
+    """An accuracy margin in [0, 1], or 'off'."""
+    if text.lower() == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.01, or off; got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (a fraction of accuracy), got {text}")
+    return value
+
+
 def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder with the four Fashion-MNIST files, flat or "
                    "torchvision's FashionMNIST/raw/ layout (default: $FMNIST_DATA, else ./data)")
@@ -88,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pareto (default): stop candidates dominated at geometric rungs; none")
     s.add_argument("--prune-factor", type=_int_at_least(2), default=3,
                    help="rung spacing and the fraction kept at each rung, 1/factor (default 3)")
+    s.add_argument("--prune-margin", type=_margin, default=0.01,
+                   help="also prune a trial when one with no more parameters was this much more accurate "
+                        "at the same rung (default 0.01, one point; off: MOASHA's rule alone)")
     s.add_argument("--prune-min-trials", type=_positive_int, default=5,
                    help="trials that must reach a rung before any is pruned there (default 5)")
     s.add_argument("--rung-min-images", type=_positive_int, default=2000,

@@ -154,7 +154,8 @@ def search(args: argparse.Namespace) -> int:
                           max_params=args.max_params, max_flops=args.max_flops, timeout=args.timeout,
                           seed=args.seed, precision=args.precision, compile=args.compile,
                           pruner=args.pruner, prune_factor=args.prune_factor,
-                          prune_min_trials=args.prune_min_trials, rung_min_images=args.rung_min_images)
+                          prune_min_trials=args.prune_min_trials, prune_margin=args.prune_margin,
+                          rung_min_images=args.rung_min_images)
     store = artifacts.open_store(artifacts.artifact_dir(args.storage, args.artifact_dir))
     runner = Search(study, config, data, progress=Progress(enabled=not args.quiet), store=store)
     print(f"study {args.study!r} in {args.storage}: {runner.done()} of {args.trials} trials done")

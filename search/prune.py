@@ -8,6 +8,10 @@ sharing the storage can read, and is compared with all trials that reached the s
 
 - rule (after Syne Tune's MOASHA): non-dominated sorting of (accuracy, parameters) at the rung,
   keep the best 1/factor by Pareto rank (ties within a rank by accuracy), prune the rest;
+- the sharper rule the benchmark chose (``margin``, default one point): a trial is also pruned,
+  whatever its place, when one with no more parameters was already ``margin`` more accurate at the
+  same rung. Late in a study most new candidates land in the best third of the rung, mostly
+  behind near-twins; this stops those that are clearly beaten (docs/benchmarks.md);
 - a trial on the rung's front (rank 0) is never pruned: nothing with at most its parameters is
   at least as accurate, so a small model is not pruned just for being less accurate;
 - nothing is pruned until ``min_trials`` trials have reached the rung;
@@ -42,7 +46,8 @@ class Entry:
     acc: float
 
 
-def decide(me: Entry, others: list[Entry], factor: int, min_trials: int) -> str | None:
+def decide(me: Entry, others: list[Entry], factor: int, min_trials: int,
+           margin: float | None = None) -> str | None:
     """Why ``me`` should be pruned at this rung, or None to let it continue."""
     everyone = [*others, me]
     n = len(everyone)
@@ -52,6 +57,12 @@ def decide(me: Entry, others: list[Entry], factor: int, min_trials: int) -> str 
     mine = ranks[-1]
     if mine == 0:
         return None
+    if margin is not None:
+        clearly = [e for e in others if e.params <= me.params and e.acc >= me.acc + margin]
+        if clearly:
+            best = max(clearly, key=lambda e: (e.acc, -e.params))
+            return (f"trial {best.number} ({best.params:,} params, no more than {me.params:,}) was "
+                    f"{100 * (best.acc - me.acc):.1f} points more accurate at the rung")
     order = sorted(range(n), key=lambda i: (ranks[i], -everyone[i].acc, everyone[i].params))
     keep = math.ceil(n / factor)
     position = order.index(n - 1)
@@ -61,9 +72,9 @@ def decide(me: Entry, others: list[Entry], factor: int, min_trials: int) -> str 
 
 
 class ParetoPruner:
-    def __init__(self, study: optuna.Study, factor: int = 3, min_trials: int = 5, chance: float = 0.1,
-                 chance_margin: float = 0.05):
-        self.study, self.factor, self.min_trials = study, factor, min_trials
+    def __init__(self, study: optuna.Study, factor: int = 3, min_trials: int = 5, margin: float | None = 0.01,
+                 chance: float = 0.1, chance_margin: float = 0.05):
+        self.study, self.factor, self.min_trials, self.margin = study, factor, min_trials, margin
         self.at_chance = chance + chance_margin
 
     def entries_at(self, rung: int, exclude: int) -> list[Entry]:
@@ -90,7 +101,8 @@ class ParetoPruner:
                     reason = f"still at chance ({100 * report.val_acc:.1f}% validation accuracy)"
                 else:
                     reason = decide(Entry(trial.number, params, report.val_acc),
-                                    self.entries_at(rung, trial.number), self.factor, self.min_trials)
+                                    self.entries_at(rung, trial.number), self.factor, self.min_trials,
+                                    self.margin)
                 if reason:
                     trial.set_user_attr("pruned_rung", rung)
                     return f"at rung {rung:,} images: {reason}"

@@ -62,6 +62,7 @@ class SearchConfig:
     pruner: str = "pareto"
     prune_factor: int = 3
     prune_min_trials: int = 5
+    prune_margin: float | None = 0.01  # None: MOASHA's rule alone
     rung_min_images: int = 2000
 
 
@@ -94,7 +95,8 @@ class Search:
         self.out = out or self.progress.write
         self.current: int | None = None
         self.consecutive_skips = 0
-        self.pruner = (ParetoPruner(study, config.prune_factor, config.prune_min_trials)
+        self.pruner = (ParetoPruner(study, config.prune_factor, config.prune_min_trials,
+                                    margin=config.prune_margin)
                        if config.pruner == "pareto" else None)
 
     # -- one trial ------------------------------------------------------------------------

@@ -46,8 +46,21 @@ def test_dominated_but_within_the_best_third_continues():
     assert decide(Entry(9, 65_000, 0.20), peers, factor=3, min_trials=5) is not None
 
 
+def test_clearly_beaten_by_one_no_larger_is_pruned_even_within_the_best_third():
+    peers = [Entry(0, 10_000, 0.80), Entry(1, 20_000, 0.70), Entry(2, 30_000, 0.60),
+             Entry(3, 40_000, 0.50), Entry(4, 50_000, 0.40), Entry(5, 60_000, 0.30)]
+    beaten = Entry(9, 15_000, 0.785)  # rank 1, 3rd of 7: MOASHA alone lets it continue
+    assert decide(beaten, peers, factor=3, min_trials=5, margin=None) is None
+    reason = decide(beaten, peers, factor=3, min_trials=5, margin=0.01)
+    assert reason and reason.startswith("trial 0 (10,000 params") and "1.5 points" in reason
+    near_twin = Entry(9, 15_000, 0.795)  # half a point behind: not clearly beaten
+    assert decide(near_twin, peers, factor=3, min_trials=5, margin=0.01) is None
+    tiny = Entry(9, 5_000, 0.40)  # the smallest: nothing as small beats it, whatever the margin
+    assert decide(tiny, peers, factor=3, min_trials=5, margin=0.0) is None
+
+
 def test_nothing_is_pruned_before_enough_trials_reach_the_rung():
-    assert decide(Entry(9, 500_000, 0.10), PEERS[:3], factor=3, min_trials=5) is None
+    assert decide(Entry(9, 500_000, 0.10), PEERS[:3], factor=3, min_trials=5, margin=0.01) is None
 
 
 def _study_with_peers(rung: int) -> optuna.Study:
@@ -66,7 +79,8 @@ def test_hook_records_each_rung_and_prunes_on_the_hand_made_curve():
     hook = ParetoPruner(study).hook(trial, 500_000, [1000, 2000], protected=False)
     assert hook(Report(0.5, 1000, 1.0, 0.60)) is None  # first rung: no peers there yet, not at chance
     reason = hook(Report(1.0, 2000, 0.8, 0.82))
-    assert reason and "rung 2,000 images" in reason and "Pareto rank" in reason
+    assert reason and "rung 2,000 images" in reason and "trial 3 (400,000 params" in reason
+    assert "7.0 points more accurate" in reason
     attrs = study.trials[-1].user_attrs
     assert attrs["rung_1000"] == 0.60 and attrs["rung_2000"] == 0.82 and attrs["pruned_rung"] == 2000
 
@@ -117,4 +131,4 @@ def test_a_worker_sees_the_rung_values_another_worker_wrote(tmp_path):
         theirs.tell(trial, [e.acc, e.params])
     trial = mine.ask()
     reason = ParetoPruner(mine).hook(trial, 500_000, [2000], protected=False)(Report(1.0, 2000, 0.8, 0.82))
-    assert reason and f"of {len(PEERS) + 1} at the rung" in reason
+    assert reason and "trial 3 (400,000 params" in reason  # a trial the other worker ran

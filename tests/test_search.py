@@ -232,6 +232,8 @@ def test_a_lost_race_to_create_the_tables_is_retried(tmp_path, monkeypatch):
     (["--objective", "acc,speed"], "unknown objective 'speed' (valid: acc, params, flops, latency)"),
     (["--objective", "acc,flops"], "optimizes acc,params, not acc,flops; use another --study"),
     (["--sampler", "cmaes"], "--sampler"),
+    (["--prune-margin", "2"], "--prune-margin: must be between 0 and 1"),
+    (["--prune-margin", "lots"], "--prune-margin"),
 ])
 def test_bad_input_is_one_line_and_loses_nothing(argv, expected, synth_dir, small_study, capsys):
     before = [(t.number, t.state, t.values) for t in load(small_study).trials]
