@@ -6,8 +6,10 @@ Rungs are geometric in training images seen (budget/27, /9, /3 by default, none 
 records its validation accuracy as the user attribute ``rung_<images>``, which every worker
 sharing the storage can read, and is compared with all trials that reached the same rung:
 
-- rule (after Syne Tune's MOASHA): non-dominated sorting of (accuracy, parameters) at the rung,
-  keep the best 1/factor by Pareto rank (ties within a rank by accuracy), prune the rest;
+- rule (after Syne Tune's MOASHA): non-dominated sorting of accuracy and size at the rung, keep
+  the best 1/factor by Pareto rank (ties within a rank by accuracy), prune the rest. "Size" is the
+  study's cost objectives known from the spec (parameters, FLOPs, or both; parameters when the
+  study has neither), so "no more parameters" below reads "no larger in each";
 - the sharper rule the benchmark chose (``margin``, default one point): a trial is also pruned,
   whatever its place, when one with no more parameters was already ``margin`` more accurate at the
   same rung. Late in a study most new candidates land in the best third of the rung, mostly
@@ -42,28 +44,34 @@ def rung_images(budget: int, factor: int = 3, levels: int = 3, min_images: int =
 @dataclass(frozen=True)
 class Entry:
     number: int
-    params: int
+    costs: tuple[int, ...]  # the study's size objectives known before training (params, FLOPs)
     acc: float
 
 
-def decide(me: Entry, others: list[Entry], factor: int, min_trials: int,
-           margin: float | None = None) -> str | None:
+def no_larger(a: Entry, b: Entry) -> bool:
+    """``a`` costs no more than ``b`` in every size objective."""
+    return all(x <= y for x, y in zip(a.costs, b.costs))
+
+
+def decide(me: Entry, others: list[Entry], factor: int, min_trials: int, margin: float | None = None,
+           names: tuple[str, ...] = ("params",)) -> str | None:
     """Why ``me`` should be pruned at this rung, or None to let it continue."""
     everyone = [*others, me]
     n = len(everyone)
     if n < min_trials:
         return None
-    ranks = nondominated_ranks([(-e.acc, e.params) for e in everyone])
+    ranks = nondominated_ranks([(-e.acc, *e.costs) for e in everyone])
     mine = ranks[-1]
     if mine == 0:
         return None
     if margin is not None:
-        clearly = [e for e in others if e.params <= me.params and e.acc >= me.acc + margin]
+        clearly = [e for e in others if no_larger(e, me) and e.acc >= me.acc + margin]
         if clearly:
-            best = max(clearly, key=lambda e: (e.acc, -e.params))
-            return (f"trial {best.number} ({best.params:,} params, no more than {me.params:,}) was "
+            best = max(clearly, key=lambda e: (e.acc, [-c for c in e.costs]))
+            size = lambda e: ", ".join(f"{c:,} {name}" for c, name in zip(e.costs, names))  # noqa: E731
+            return (f"trial {best.number} ({size(best)}; this one {size(me)}) was "
                     f"{100 * (best.acc - me.acc):.1f} points more accurate at the rung")
-    order = sorted(range(n), key=lambda i: (ranks[i], -everyone[i].acc, everyone[i].params))
+    order = sorted(range(n), key=lambda i: (ranks[i], -everyone[i].acc, everyone[i].costs))
     keep = math.ceil(n / factor)
     position = order.index(n - 1)
     if position < keep:
@@ -73,20 +81,24 @@ def decide(me: Entry, others: list[Entry], factor: int, min_trials: int,
 
 class ParetoPruner:
     def __init__(self, study: optuna.Study, factor: int = 3, min_trials: int = 5, margin: float | None = 0.01,
-                 chance: float = 0.1, chance_margin: float = 0.05):
+                 costs: tuple[str, ...] = ("params",), chance: float = 0.1, chance_margin: float = 0.05):
         self.study, self.factor, self.min_trials, self.margin = study, factor, min_trials, margin
+        self.costs = costs  # user attributes compared as sizes, all set before training
         self.at_chance = chance + chance_margin
 
     def entries_at(self, rung: int, exclude: int) -> list[Entry]:
         key = f"rung_{rung}"
-        return [Entry(t.number, t.user_attrs["params"], t.user_attrs[key])
+        return [Entry(t.number, tuple(t.user_attrs[c] for c in self.costs), t.user_attrs[key])
                 for t in self.study.get_trials(deepcopy=False,
                                                states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
                 if key in t.user_attrs and t.number != exclude]
 
-    def hook(self, trial: optuna.Trial, params: int, rungs: list[int],
+    def hook(self, trial: optuna.Trial, sizes: dict[str, int], rungs: list[int],
              protected: bool) -> Callable[[fmnist.Report], str | None]:
-        """The trainer's on_report: records each rung passed and returns a reason to stop, if any."""
+        """The trainer's on_report: records each rung passed and returns a reason to stop, if any.
+
+        ``sizes`` holds the trial's value of each cost (params, FLOPs), known from its spec."""
+        costs = tuple(sizes[c] for c in self.costs)
         pending = list(rungs)
 
         def on_report(report: fmnist.Report) -> str | None:
@@ -100,9 +112,9 @@ class ParetoPruner:
                 if rung == rungs[0] and report.val_acc < self.at_chance:
                     reason = f"still at chance ({100 * report.val_acc:.1f}% validation accuracy)"
                 else:
-                    reason = decide(Entry(trial.number, params, report.val_acc),
+                    reason = decide(Entry(trial.number, costs, report.val_acc),
                                     self.entries_at(rung, trial.number), self.factor, self.min_trials,
-                                    self.margin)
+                                    self.margin, self.costs)
                 if reason:
                     trial.set_user_attr("pruned_rung", rung)
                     return f"at rung {rung:,} images: {reason}"

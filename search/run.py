@@ -95,8 +95,11 @@ class Search:
         self.out = out or self.progress.write
         self.current: int | None = None
         self.consecutive_skips = 0
+        # Rungs compare the study's size objectives known before training; latency is measured
+        # after it, so a study of accuracy and latency alone compares parameters in its place.
+        costs = tuple(o for o in config.objectives if o in ("params", "flops")) or ("params",)
         self.pruner = (ParetoPruner(study, config.prune_factor, config.prune_min_trials,
-                                    margin=config.prune_margin)
+                                    margin=config.prune_margin, costs=costs)
                        if config.pruner == "pareto" else None)
 
     # -- one trial ------------------------------------------------------------------------
@@ -145,7 +148,8 @@ class Search:
         model = build(arch, seed=cfg.seed)
         rungs = rung_images(len(self.data.train) * spec.train.epochs, cfg.prune_factor,
                             min_images=cfg.rung_min_images)
-        hook = (self.pruner.hook(trial, n_params, rungs, protected="preset" in trial.user_attrs)
+        hook = (self.pruner.hook(trial, {"params": n_params, "flops": n_flops}, rungs,
+                                 protected="preset" in trial.user_attrs)
                 if self.pruner else None)
         self.progress.trial_started(trial.number)
         result = fmnist.train(model, self.data, spec.train, seed=cfg.seed, precision=cfg.precision,

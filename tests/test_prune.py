@@ -20,63 +20,72 @@ def test_rungs_are_geometric_in_images_and_not_too_early():
 
 
 # At one rung: (trial number, params, validation accuracy).
-PEERS = [Entry(0, 10_000, 0.80), Entry(1, 50_000, 0.86), Entry(2, 200_000, 0.88),
-         Entry(3, 400_000, 0.89), Entry(4, 60_000, 0.84), Entry(5, 300_000, 0.85)]
+PEERS = [Entry(0, (10_000,), 0.80), Entry(1, (50_000,), 0.86), Entry(2, (200_000,), 0.88),
+         Entry(3, (400_000,), 0.89), Entry(4, (60_000,), 0.84), Entry(5, (300_000,), 0.85)]
 
 
 def test_a_clearly_dominated_trial_is_pruned():
-    reason = decide(Entry(9, 500_000, 0.82), PEERS, factor=3, min_trials=5)
+    reason = decide(Entry(9, (500_000,), 0.82), PEERS, factor=3, min_trials=5)
     assert reason and reason.startswith("Pareto rank")
 
 
 def test_a_non_dominated_trial_continues_even_with_low_accuracy_rank():
-    assert decide(Entry(9, 450_000, 0.895), PEERS, factor=3, min_trials=5) is None  # most accurate
-    assert decide(Entry(9, 20_000, 0.83), PEERS, factor=3, min_trials=5) is None   # nothing as small beats it
+    assert decide(Entry(9, (450_000,), 0.895), PEERS, factor=3, min_trials=5) is None  # most accurate
+    assert decide(Entry(9, (20_000,), 0.83), PEERS, factor=3, min_trials=5) is None   # nothing as small beats it
 
 
 def test_a_small_model_is_not_pruned_for_lower_accuracy_alone():
-    tiny = Entry(9, 2_000, 0.55)  # far less accurate than everyone, but the smallest
+    tiny = Entry(9, (2_000,), 0.55)  # far less accurate than everyone, but the smallest
     assert decide(tiny, PEERS, factor=3, min_trials=5) is None
 
 
 def test_dominated_but_within_the_best_third_continues():
-    peers = [Entry(0, 10_000, 0.80), Entry(1, 20_000, 0.70), Entry(2, 30_000, 0.60),
-             Entry(3, 40_000, 0.50), Entry(4, 50_000, 0.40), Entry(5, 60_000, 0.30)]
-    assert decide(Entry(9, 15_000, 0.79), peers, factor=3, min_trials=5) is None  # rank 1, 3rd of 7
-    assert decide(Entry(9, 65_000, 0.20), peers, factor=3, min_trials=5) is not None
+    peers = [Entry(0, (10_000,), 0.80), Entry(1, (20_000,), 0.70), Entry(2, (30_000,), 0.60),
+             Entry(3, (40_000,), 0.50), Entry(4, (50_000,), 0.40), Entry(5, (60_000,), 0.30)]
+    assert decide(Entry(9, (15_000,), 0.79), peers, factor=3, min_trials=5) is None  # rank 1, 3rd of 7
+    assert decide(Entry(9, (65_000,), 0.20), peers, factor=3, min_trials=5) is not None
 
 
 def test_clearly_beaten_by_one_no_larger_is_pruned_even_within_the_best_third():
-    peers = [Entry(0, 10_000, 0.80), Entry(1, 20_000, 0.70), Entry(2, 30_000, 0.60),
-             Entry(3, 40_000, 0.50), Entry(4, 50_000, 0.40), Entry(5, 60_000, 0.30)]
-    beaten = Entry(9, 15_000, 0.785)  # rank 1, 3rd of 7: MOASHA alone lets it continue
+    peers = [Entry(0, (10_000,), 0.80), Entry(1, (20_000,), 0.70), Entry(2, (30_000,), 0.60),
+             Entry(3, (40_000,), 0.50), Entry(4, (50_000,), 0.40), Entry(5, (60_000,), 0.30)]
+    beaten = Entry(9, (15_000,), 0.785)  # rank 1, 3rd of 7: MOASHA alone lets it continue
     assert decide(beaten, peers, factor=3, min_trials=5, margin=None) is None
     reason = decide(beaten, peers, factor=3, min_trials=5, margin=0.01)
     assert reason and reason.startswith("trial 0 (10,000 params") and "1.5 points" in reason
-    near_twin = Entry(9, 15_000, 0.795)  # half a point behind: not clearly beaten
+    near_twin = Entry(9, (15_000,), 0.795)  # half a point behind: not clearly beaten
     assert decide(near_twin, peers, factor=3, min_trials=5, margin=0.01) is None
-    tiny = Entry(9, 5_000, 0.40)  # the smallest: nothing as small beats it, whatever the margin
+    tiny = Entry(9, (5_000,), 0.40)  # the smallest: nothing as small beats it, whatever the margin
     assert decide(tiny, peers, factor=3, min_trials=5, margin=0.0) is None
 
 
+def test_with_params_and_flops_a_trial_must_be_larger_in_both_to_be_beaten():
+    peers = [Entry(i, (10_000 * (i + 1), 5_000_000), 0.80 - 0.01 * i) for i in range(6)]
+    lean = Entry(9, (40_000, 1_000_000), 0.70)  # more params than trial 0, far fewer FLOPs
+    assert decide(lean, peers, factor=3, min_trials=5, margin=0.01, names=("params", "flops")) is None
+    heavy = Entry(9, (40_000, 6_000_000), 0.70)
+    reason = decide(heavy, peers, factor=3, min_trials=5, margin=0.01, names=("params", "flops"))
+    assert reason and reason.startswith("trial 0 (10,000 params, 5,000,000 flops; this one 40,000 params")
+
+
 def test_nothing_is_pruned_before_enough_trials_reach_the_rung():
-    assert decide(Entry(9, 500_000, 0.10), PEERS[:3], factor=3, min_trials=5, margin=0.01) is None
+    assert decide(Entry(9, (500_000,), 0.10), PEERS[:3], factor=3, min_trials=5, margin=0.01) is None
 
 
 def _study_with_peers(rung: int) -> optuna.Study:
     study = optuna.create_study(directions=["maximize", "minimize"])
     for e in PEERS:
         study.add_trial(optuna.create_trial(
-            state=TrialState.COMPLETE, values=[e.acc, e.params], params={"x": 0.5},
+            state=TrialState.COMPLETE, values=[e.acc, e.costs[0]], params={"x": 0.5},
             distributions={"x": FloatDistribution(0, 1)},
-            user_attrs={"params": e.params, f"rung_{rung}": e.acc}))
+            user_attrs={"params": e.costs[0], f"rung_{rung}": e.acc}))
     return study
 
 
 def test_hook_records_each_rung_and_prunes_on_the_hand_made_curve():
     study = _study_with_peers(2000)
     trial = study.ask()
-    hook = ParetoPruner(study).hook(trial, 500_000, [1000, 2000], protected=False)
+    hook = ParetoPruner(study).hook(trial, {"params": 500_000}, [1000, 2000], protected=False)
     assert hook(Report(0.5, 1000, 1.0, 0.60)) is None  # first rung: no peers there yet, not at chance
     reason = hook(Report(1.0, 2000, 0.8, 0.82))
     assert reason and "rung 2,000 images" in reason and "trial 3 (400,000 params" in reason
@@ -88,10 +97,10 @@ def test_hook_records_each_rung_and_prunes_on_the_hand_made_curve():
 def test_chance_level_is_pruned_at_the_first_rung_and_seeds_never_are():
     study = _study_with_peers(2000)
     trial = study.ask()
-    reason = ParetoPruner(study).hook(trial, 1_000, [1000, 2000], protected=False)(Report(0.5, 1000, 2.3, 0.11))
+    reason = ParetoPruner(study).hook(trial, {"params": 1_000}, [1000, 2000], protected=False)(Report(0.5, 1000, 2.3, 0.11))
     assert reason and "still at chance" in reason
     seed = study.ask()
-    hook = ParetoPruner(study).hook(seed, 900_000, [1000, 2000], protected=True)
+    hook = ParetoPruner(study).hook(seed, {"params": 900_000}, [1000, 2000], protected=True)
     assert hook(Report(0.5, 1000, 2.3, 0.10)) is None and hook(Report(1.0, 2000, 2.0, 0.12)) is None
     assert study.trials[-1].user_attrs["rung_2000"] == 0.12  # still recorded for the others
 
@@ -126,9 +135,9 @@ def test_a_worker_sees_the_rung_values_another_worker_wrote(tmp_path):
     theirs = optuna.load_study(storage=url, study_name="w")  # another process's handle on the storage
     for e in PEERS:
         trial = theirs.ask()
-        trial.set_user_attr("params", e.params)
+        trial.set_user_attr("params", e.costs[0])
         trial.set_user_attr("rung_2000", e.acc)
-        theirs.tell(trial, [e.acc, e.params])
+        theirs.tell(trial, [e.acc, e.costs[0]])
     trial = mine.ask()
-    reason = ParetoPruner(mine).hook(trial, 500_000, [2000], protected=False)(Report(1.0, 2000, 0.8, 0.82))
+    reason = ParetoPruner(mine).hook(trial, {"params": 500_000}, [2000], protected=False)(Report(1.0, 2000, 0.8, 0.82))
     assert reason and "trial 3 (400,000 params" in reason  # a trial the other worker ran
