@@ -102,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prune-factor", type=_int_at_least(2), default=3,
                    help="rung spacing and the fraction kept at each rung, 1/factor (default 3)")
     s.add_argument("--prune-margin", type=_margin, default=0.01,
-                   help="also prune a trial when one no larger (params, FLOPs: the study's size objectives) was this much more accurate "
-                        "at the same rung (default 0.01, one point; off: MOASHA's rule alone)")
+                   help="also prune a trial when one no larger (in the study's params/FLOPs objectives) "
+                        "was this much more accurate at the same rung (default 0.01, one point; "
+                        "off: MOASHA's rule alone)")
     s.add_argument("--prune-min-trials", type=_positive_int, default=5,
                    help="trials that must reach a rung before any is pruned there (default 5)")
     s.add_argument("--rung-min-images", type=_positive_int, default=2000,
