@@ -53,6 +53,10 @@ def no_larger(a: Entry, b: Entry) -> bool:
     return all(x <= y for x, y in zip(a.costs, b.costs))
 
 
+def _size(e: Entry, names: tuple[str, ...]) -> str:
+    return ", ".join(f"{c:,} {name}" for c, name in zip(e.costs, names))
+
+
 def decide(me: Entry, others: list[Entry], factor: int, min_trials: int, margin: float | None = None,
            names: tuple[str, ...] = ("params",)) -> str | None:
     """Why ``me`` should be pruned at this rung, or None to let it continue."""
@@ -68,8 +72,7 @@ def decide(me: Entry, others: list[Entry], factor: int, min_trials: int, margin:
         clearly = [e for e in others if no_larger(e, me) and e.acc >= me.acc + margin]
         if clearly:
             best = max(clearly, key=lambda e: (e.acc, [-c for c in e.costs]))
-            size = lambda e: ", ".join(f"{c:,} {name}" for c, name in zip(e.costs, names))  # noqa: E731
-            return (f"trial {best.number} ({size(best)}; this one {size(me)}) was "
+            return (f"trial {best.number} ({_size(best, names)}; this one {_size(me, names)}) was "
                     f"{100 * (best.acc - me.acc):.1f} points more accurate at the rung")
     order = sorted(range(n), key=lambda i: (ranks[i], -everyone[i].acc, everyone[i].costs))
     keep = math.ceil(n / factor)
