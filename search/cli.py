@@ -12,6 +12,7 @@ from typing import Sequence
 from fmnist.errors import FmnistError
 
 from . import commands
+from .prune import PRUNERS
 
 SUBCOMMANDS = ("search", "show", "train", "presets", "export-best", "predict")
 
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-flops", type=_positive_int, help="skip candidates with more FLOPs, untrained")
     s.add_argument("--epochs", type=_positive_int, help="epochs per trial (default: the profile's)")
     s.add_argument("--timeout", type=_positive_int, help="stop starting trials after this many seconds")
-    s.add_argument("--pruner", default="pareto", choices=("pareto", "none"),
+    s.add_argument("--pruner", default="pareto", choices=PRUNERS,
                    help="pareto (default): stop candidates dominated at geometric rungs; none")
     s.add_argument("--prune-factor", type=_int_at_least(2), default=3,
                    help="rung spacing and the fraction kept at each rung, 1/factor (default 3)")

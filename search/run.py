@@ -132,9 +132,10 @@ class Search:
         except SpecError as e:
             self.skip(trial, f"invalid: {e}")
         arch = spec.arch
-        n_params, n_flops = param_count(arch), flops(arch)
+        sizes = {"params": param_count(arch), "flops": flops(arch)}
+        n_params, n_flops = sizes["params"], sizes["flops"]
         spec_json = spec.to_json()
-        for key, value in (("params", n_params), ("flops", n_flops), ("spec", spec_json)):
+        for key, value in {**sizes, "spec": spec_json}.items():
             trial.set_user_attr(key, value)
         cfg = self.config
         if cfg.max_params is not None and n_params > cfg.max_params:
@@ -148,8 +149,7 @@ class Search:
         model = build(arch, seed=cfg.seed)
         rungs = rung_images(len(self.data.train) * spec.train.epochs, cfg.prune_factor,
                             min_images=cfg.rung_min_images)
-        hook = (self.pruner.hook(trial, {"params": n_params, "flops": n_flops}, rungs,
-                                 protected="preset" in trial.user_attrs)
+        hook = (self.pruner.hook(trial, sizes, rungs, protected="preset" in trial.user_attrs)
                 if self.pruner else None)
         self.progress.trial_started(trial.number)
         result = fmnist.train(model, self.data, spec.train, seed=cfg.seed, precision=cfg.precision,
@@ -161,7 +161,7 @@ class Search:
             raise optuna.TrialPruned(result.stop_reason)
         if self.store is not None:
             save_weights(trial, model, self.store)
-        values = {"acc": result.val_acc, "params": float(n_params), "flops": float(n_flops)}
+        values = {"acc": result.val_acc, **{k: float(v) for k, v in sizes.items()}}
         if "latency" in cfg.objectives:
             values["latency"] = fmnist.latency_ms(model, self.data.val.images[:1], cfg.precision)
             trial.set_user_attr("latency_ms", values["latency"])

@@ -131,11 +131,12 @@ def check_study(storage: RDBStorage, name: str, objectives: Sequence[str],
     """The existing study ``name`` (None if there is none); refuses one with other objectives."""
     if name not in set(optuna.get_all_study_names(storage)):
         return None
-    for _ in range(SCHEMA_ATTEMPTS):
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    for _ in range(SCHEMA_ATTEMPTS - 1):
         if study.metric_names:
             break
         time.sleep(0.2)  # a worker that has just created it names the objectives a moment later
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     found = tuple(study.metric_names or ())
     if found != tuple(objectives):
         raise FmnistError(
