@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export-best", help="export the chosen models: spec, weights, TorchScript, ONNX, "
                        "metrics and a report with pictures")
     _add_study_options(e)
-    e.add_argument("--out", type=Path, help="output folder (default exports/STUDY/); replaced whole")
+    e.add_argument("--out", type=Path, help="output folder (default exports/STUDY/); must be new, empty, "
+                   "or an earlier export (which is replaced); anything else is refused")
     e.add_argument("--trial", type=_int_at_least(0), action="append", default=[],
                    help="export this trial (repeatable) instead of the Pareto front")
     e.add_argument("--top", type=_positive_int, help="export the best K trials by --by instead of the front")
@@ -140,11 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _study_name(text: str) -> str:
+    from .study import check_name
+    try:
+        return check_name(text)
+    except FmnistError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--study: ")) from None
+
+
 def _add_study_options(p: argparse.ArgumentParser) -> None:
     from .study import DEFAULT_STORAGE, DEFAULT_STUDY
     p.add_argument("--storage", default=DEFAULT_STORAGE,
                    help=f"SQLAlchemy URL of the Optuna storage (default {DEFAULT_STORAGE})")
-    p.add_argument("--study", default=DEFAULT_STUDY, help=f"study name (default {DEFAULT_STUDY})")
+    p.add_argument("--study", default=DEFAULT_STUDY, type=_study_name,
+                   help=f"study name (default {DEFAULT_STUDY})")
     p.add_argument("--artifact-dir", help="where trials' weights are kept (default: beside a SQLite "
                    "database, NAME-artifacts/; else studies/artifacts)")
 

@@ -179,15 +179,19 @@ def show(args: argparse.Namespace) -> int:
 
 
 def export_best(args: argparse.Namespace) -> int:
-    from .export import ExportOptions, export, select
+    from .export import ExportOptions, check_target, export, select
+    out = args.out or Path("exports") / studies.folder_safe(args.study)
+    folder = artifacts.artifact_dir(args.storage, args.artifact_dir)
+    keep = [folder, *studies.sqlite_files(args.storage)]
+    check_target(out, keep)  # refuse a bad --out before opening anything
     study = existing_study(args)
     chosen = select(study, args.trial, args.max_params, args.top, args.by)
-    store = artifacts.open_store(artifacts.artifact_dir(args.storage, args.artifact_dir))
+    store = artifacts.open_store(folder)
     device = fmnist.pick_device(args.device)
     ds = load_dataset(args)
-    out = args.out or Path("exports") / args.study
     print(f"exporting {len(chosen)} model(s) of study {args.study!r} to {out}")
-    export(study, chosen, out, store, ds, ExportOptions(device, args.precision, args.retrain, args.epochs, args.seed))
+    export(study, chosen, out, store, ds, ExportOptions(device, args.precision, args.retrain, args.epochs, args.seed),
+           keep=keep)
     print(f"done: {out / 'report.html'} and {out / 'report.md'}")
     return 0
 

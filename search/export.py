@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import tempfile
 import warnings
@@ -71,15 +72,73 @@ def folder_name(t: FrozenTrial) -> str:
     return f"trial-{t.number}" + (f"-{t.user_attrs['preset']}" if "preset" in t.user_attrs else "")
 
 
-def write_atomically(out: Path, fill: Callable[[Path], None]) -> None:
-    """Fill a fresh temporary folder beside ``out``, then swap it in; on any failure remove it."""
+MARKER = ".fmnist-export"  # written in every export folder: what export-best may replace later
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_target(out: Path, keep: Sequence[Path] = ()) -> None:
+    """Refuse an ``--out`` whose replacement could lose anything export-best did not write.
+
+    Allowed: a path that does not exist, an empty folder, or a folder holding an earlier export
+    (its marker lists every entry it wrote, and nothing else is there). Never the current folder
+    or one above it, and never a folder holding ``keep`` (the study's database, its artifacts).
+    """
+    target = out.resolve()
+    if _is_within(Path.cwd().resolve(), target):
+        raise FmnistError(f"--out {out}: is the current folder or holds it; export into a new folder")
+    for path in keep:
+        if _is_within(Path(path).resolve(), target):
+            raise FmnistError(f"--out {out}: holds {path}, which export-best must not replace; "
+                              f"export into a new folder")
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise FmnistError(f"--out {out}: exists and is not a folder; export-best writes a folder, "
+                          f"choose another path")
+    entries = {p.name for p in out.iterdir()}
+    if not entries:
+        return
+    if MARKER not in entries:
+        raise FmnistError(f"--out {out}: folder is not empty and was not written by export-best "
+                          f"(no {MARKER}); choose a new folder, or empty it yourself")
+    try:
+        written = set(json.loads((out / MARKER).read_text())["entries"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise FmnistError(f"--out {out}: its {MARKER} is unreadable, so export-best cannot tell what it "
+                          f"wrote there; choose a new folder") from None
+    foreign = sorted(entries - written - {MARKER})
+    if foreign:
+        raise FmnistError(f"--out {out}: holds {foreign[0]!r}, which export-best did not write; move it "
+                          f"out or choose a new folder")
+
+
+def _readable_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
+def write_atomically(out: Path, fill: Callable[[Path], None], keep: Sequence[Path] = ()) -> None:
+    """Fill a fresh temporary folder beside ``out``, then swap it in; on any failure remove it.
+
+    Only what ``check_target`` allows is ever replaced, and the replaced export is removed only
+    after the new one is in place.
+    """
+    check_target(out, keep)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp.chmod(_readable_mode())  # mkdtemp makes it private; an export is for others to read
     except OSError as e:
         raise FmnistError(f"--out {out}: cannot write there ({e.strerror or e})") from None
     try:
         fill(tmp)
+        entries = sorted(p.name for p in tmp.iterdir())
+        (tmp / MARKER).write_text(json.dumps({"written_by": "fmnist-search export-best", "entries": entries}))
+        check_target(out, keep)  # nothing may have appeared there while the export was written
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             out.rename(old / out.name)
@@ -87,6 +146,9 @@ def write_atomically(out: Path, fill: Callable[[Path], None]) -> None:
             shutil.rmtree(old)
         else:
             tmp.rename(out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FmnistError(f"--out {out}: cannot write there ({e.strerror or e}); nothing was replaced") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -149,8 +211,11 @@ class ExportOptions:
 
 
 def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds: fmnist.FashionMNIST,
-           options: ExportOptions, log: Callable[[str], None] = print) -> list[dict]:
-    """Export ``chosen`` into ``out`` (replaced whole, atomically); returns each model's metrics."""
+           options: ExportOptions, log: Callable[[str], None] = print, keep: Sequence[Path] = ()) -> list[dict]:
+    """Export ``chosen`` into ``out`` (an earlier export there is replaced atomically; anything else
+    is refused, see ``check_target``); returns each model's metrics. ``keep``: paths never replaced.
+    """
+    check_target(out, keep)  # before any training or loading: refuse at once
     test = ds.test.to(options.device)
     example = to_input(ds.test.images[:8])
     amp = fmnist.pick_precision(options.device, options.precision)
@@ -192,7 +257,7 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
                 + f"; ONNX and TorchScript match PyTorch within {max(checks.values()):.1e}")
         write_report(tmp, study, chosen, results)
 
-    write_atomically(out, fill)
+    write_atomically(out, fill, keep)
     return results
 
 

@@ -8,6 +8,7 @@ WAITING copy with the same parameters is queued, so its configuration is tried a
 from __future__ import annotations
 
 import os
+import random
 import socket
 import time
 import warnings
@@ -36,7 +37,7 @@ OBJECTIVES = {
 }
 SAMPLERS = ("tpe", "nsga2", "random")
 HEARTBEAT_S, GRACE_S, MAX_RETRY = 30, 120, 3
-SCHEMA_ATTEMPTS = 5
+SCHEMA_ATTEMPTS = 8
 
 
 def parse_objectives(text: str) -> tuple[str, ...]:
@@ -68,16 +69,33 @@ def retry(study: optuna.Study, trial: FrozenTrial) -> None:
         system_attrs={"failed_trial": history[0], "retry_history": history}))
 
 
+# What a worker meets when others create the same new database at the same moment (optuna#4621):
+# "table already exists" (OperationalError, ProgrammingError), a duplicate alembic_version row or
+# PostgreSQL type (IntegrityError), Optuna's wrapper of those, or its version check reading a
+# revision not stamped yet (AssertionError). Told apart by type, not by message: each is retried,
+# and the next attempt checks what the winner has made. A bad URL or a missing driver is not.
+SCHEMA_RACE = (sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError, AssertionError)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def open_storage(url: str) -> RDBStorage:
     """An RDB storage with heartbeats; a bad or unreachable URL is one line naming it."""
     engine_kwargs = {}
-    if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):])
+    if url.startswith("sqlite"):
+        path = sqlite_path(url)
+        if path is None:
+            raise FmnistError(f"--storage {url}: an in-memory SQLite database would lose the study when "
+                              f"the process ends; give a file, e.g. {DEFAULT_STORAGE}")
         if url == DEFAULT_STORAGE:
             path.parent.mkdir(parents=True, exist_ok=True)
-        elif str(path) not in ("", ":memory:") and not path.parent.is_dir():
+        elif not path.parent.is_dir():
             raise FmnistError(f"--storage {url}: folder {path.parent} does not exist")
         engine_kwargs = {"connect_args": {"timeout": 60}}  # wait for other workers' writes
+    rng = random.Random()  # jitter, so that racing workers do not retry in lockstep
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
             storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
@@ -85,14 +103,49 @@ def open_storage(url: str) -> RDBStorage:
             if url.startswith("sqlite"):
                 _lock_on_begin(storage.engine)
             return storage
-        except Exception as e:  # sqlalchemy's URL, driver and connection errors all mean: cannot open
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            # Workers started together on a new database race to create its tables (optuna#4621):
-            # the loser finds them made by the winner when it tries again.
-            if "already exists" in reason and attempt + 1 < SCHEMA_ATTEMPTS:
-                time.sleep(0.2 * (attempt + 1))
+        except SCHEMA_RACE as e:
+            if attempt + 1 < SCHEMA_ATTEMPTS:
+                time.sleep(min(2.0, 0.1 * 2 ** attempt) * (0.5 + rng.random()))
                 continue
-            raise FmnistError(f"--storage {url}: cannot open ({reason})") from None
+            raise FmnistError(f"--storage {url}: cannot open ({_first_line(e)})") from None
+        except Exception as e:  # sqlalchemy's URL and driver errors, Optuna's version check: cannot open
+            raise FmnistError(f"--storage {url}: cannot open ({_first_line(e)})") from None
+    raise AssertionError("unreachable")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for an in-memory one."""
+    rest = url.split(":///", 1)[1] if ":///" in url else ""
+    rest = rest.split("?", 1)[0]
+    return None if rest in ("", ":memory:") else Path(rest)
+
+
+def sqlite_files(url: str) -> list[Path]:
+    """The files a SQLite storage lives in (none for another database): what must never be replaced."""
+    path = sqlite_path(url) if url.startswith("sqlite") else None
+    return [] if path is None else [path, path.with_name(path.name + "-journal"),
+                                    path.with_name(path.name + "-wal")]
+
+
+MAX_NAME = 128
+
+
+def check_name(name: str) -> str:
+    """A study name a person can type and see: not empty, printable, at most MAX_NAME characters."""
+    if not name.strip():
+        raise FmnistError("--study: the name is empty")
+    if len(name) > MAX_NAME:
+        raise FmnistError(f"--study: the name is {len(name):,} characters long; at most {MAX_NAME}")
+    if not name.isprintable():
+        raise FmnistError(f"--study {name!r}: the name holds control characters")
+    return name
+
+
+def folder_safe(name: str) -> str:
+    """``name`` as one folder name (the default export folder is exports/NAME)."""
+    if name in (".", "..") or "/" in name or "\\" in name:
+        raise FmnistError(f"--study {name!r}: not usable as a folder name under exports/; give --out")
+    return name
 
 
 def _lock_on_begin(engine: sqlalchemy.engine.Engine) -> None:

@@ -210,3 +210,72 @@ def test_bad_inputs_are_one_line_and_leave_nothing_partial(study_db, synth_dir, 
     assert "broken.png: cannot decode as an image" in _one_line(capsys)
     assert main(["predict", "--model", str(good), str(tmp_path / "absent.png")]) == 2
     assert "absent.png: cannot read" in _one_line(capsys)
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): (p.read_bytes() if p.is_file() else None) for p in folder.rglob("*")}
+
+
+@pytest.fixture
+def project(study_db, tmp_path, monkeypatch):
+    """A user's folder holding the study, its weights and a file of their own; the current folder."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    shutil.copy(study_db, folder / "e.db")
+    shutil.copytree(study_db.with_name("e-artifacts"), folder / "e-artifacts")
+    (folder / "notes.txt").write_text("my notes")
+    (folder / "mywork").mkdir()
+    (folder / "mywork" / "draft.py").write_text("print('mine')")
+    monkeypatch.chdir(folder)
+    return folder
+
+
+@pytest.mark.parametrize("out, expected", [
+    (".", "is the current folder"),
+    ("{project}", "is the current folder"),
+    ("..", "is the current folder"),
+    ("notes.txt", "is not a folder"),
+    ("mywork", "was not written by export-best"),
+    ("e-artifacts", "holds e-artifacts"),
+])
+def test_export_never_replaces_what_it_did_not_write(out, expected, project, synth_dir, capsys):
+    before = _snapshot(project)
+    code = main(["export-best", "--storage", "sqlite:///e.db", "--study", "e", "--data-dir", str(synth_dir),
+                 "--out", out.format(project=project)])
+    assert code == 2
+    assert expected in _one_line(capsys)
+    assert _snapshot(project) == before
+
+
+def test_export_refuses_a_folder_holding_the_database(project, synth_dir, tmp_path, monkeypatch, capsys):
+    nested = project / "sub"
+    nested.mkdir()
+    shutil.move(project / "e.db", nested / "e.db")
+    before = _snapshot(project)
+    monkeypatch.chdir(tmp_path)  # the current folder is elsewhere: only the database protects `sub`
+    assert main(["export-best", "--storage", f"sqlite:///{nested / 'e.db'}", "--study", "e",
+                 "--artifact-dir", str(project / "e-artifacts"), "--data-dir", str(synth_dir),
+                 "--out", str(nested)]) == 2
+    line = _one_line(capsys)
+    assert "holds" in line and "e.db" in line
+    assert _snapshot(project) == before
+
+
+def test_export_replaces_only_its_own_earlier_export(project, synth_dir, capsys):
+    args = ["export-best", "--storage", "sqlite:///e.db", "--study", "e", "--data-dir", str(synth_dir)]
+    (project / "empty").mkdir()
+    assert main([*args, "--out", "empty"]) == 0  # an empty folder is fine
+    assert main([*args, "--out", "exports/e"]) == 0
+    assert main([*args]) == 0  # the default folder, exports/e, written before: replaced
+    assert (project / "exports" / "e" / "report.html").is_file()
+    marker = json.loads((project / "exports" / "e" / ".fmnist-export").read_text())
+    assert "report.html" in marker["entries"]
+    assert oct((project / "exports" / "e").stat().st_mode & 0o077) != "0o0"  # readable by others
+    (project / "exports" / "e" / "mine.txt").write_text("added by the user")
+    capsys.readouterr()
+    assert main([*args]) == 2
+    assert "holds 'mine.txt'" in _one_line(capsys)
+    assert (project / "exports" / "e" / "mine.txt").read_text() == "added by the user"
+    assert main([*args[:4], "", *args[5:]]) == 2
+    assert "the name is empty" in _one_line(capsys)
+    assert sorted(p.name for p in (project / "exports").iterdir()) == ["e"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 
 import optuna
@@ -222,6 +223,38 @@ def test_a_lost_race_to_create_the_tables_is_retried(tmp_path, monkeypatch):
     monkeypatch.setattr(studies, "RDBStorage", lose_first_race)
     storage = studies.open_storage(f"sqlite:///{tmp_path / 'race.db'}")
     assert len(calls) == 2 and optuna.get_all_study_names(storage) == []
+
+
+OPENER = """
+import sys, time
+from search.study import open_storage
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))  # every process opens the new database at the same instant
+open_storage(sys.argv[1])
+"""
+
+
+def test_workers_opening_a_new_database_at_once_all_succeed(tmp_path):
+    """The start-up race of issue 12 (UNIQUE constraint failed: alembic_version.version_num, or
+    'table already exists'): six processes, three rounds, each on a database that does not exist yet."""
+    for round_ in range(3):
+        url = f"sqlite:///{tmp_path / f'new{round_}.db'}"
+        start = time.time() + 4  # after every interpreter has imported optuna and torch
+        procs = [subprocess.Popen([sys.executable, "-c", OPENER, url, str(start)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+
+
+def test_a_storage_that_keeps_failing_is_one_line(tmp_path, monkeypatch):
+    def always_locked(*args, **kwargs):
+        raise sqlalchemy.exc.OperationalError("BEGIN", {}, "database is locked")
+
+    monkeypatch.setattr(studies, "RDBStorage", always_locked)
+    monkeypatch.setattr(studies.time, "sleep", lambda s: None)
+    with pytest.raises(studies.FmnistError, match="cannot open .*database is locked"):
+        studies.open_storage(f"sqlite:///{tmp_path / 'locked.db'}")
 
 
 @pytest.mark.parametrize("argv, expected", [
