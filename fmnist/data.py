@@ -171,6 +171,14 @@ class Splits:
     def to(self, device: torch.device | str) -> "Splits":
         return Splits(self.train.to(device), self.val.to(device), self.test.to(device))
 
+    def val_subset(self, n: int, seed: int = 0) -> Split:
+        """A fixed stratified subset of ``n`` validation images (all of them if there are fewer):
+        the same images for every trial, so a decision between trials compares like with like."""
+        if n >= len(self.val):
+            return self.val
+        labels = self.val.labels.cpu().numpy()
+        return self.val.subset(stratified_pick(labels, n, seed))
+
 
 def make_splits(ds: FashionMNIST, val_size: int = 10_000, seed: int = 0,
                 train_subset: int | None = None) -> Splits:

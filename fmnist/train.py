@@ -9,14 +9,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .augment import augmented_input, to_input
-from .data import Splits
+from .data import Split, Splits
 from .errors import FmnistError
 from .trainspec import TrainSpec
 
@@ -95,10 +95,16 @@ def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
     return cls(groups, lr=spec.lr)
 
 
-def lr_factor(schedule: str, step: int, total: int) -> float:
+WARMUP_IMAGES = 3000  # the one-cycle warm-up: 10% of training, but no more than this many images
+
+
+def lr_factor(schedule: str, step: int, total: int, batch_size: int = 256) -> float:
     if schedule == "constant":
         return 1.0
-    warm = max(1, total // 10) if schedule == "onecycle" else 0
+    # A fixed short warm-up rather than 10% of a long run: a pruning rung a few thousand images in
+    # then sees the learning rate at its peak, not a candidate still warming up (which read as
+    # "at chance" at the first rung when the warm-up was a tenth of a several-epoch budget).
+    warm = max(1, min(total // 10, WARMUP_IMAGES // batch_size)) if schedule == "onecycle" else 0
     if step < warm:
         return (step + 1) / warm
     return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
@@ -124,6 +130,17 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
     return (topk == labels.view(-1, 1)).any(dim=1).float().mean().item()
 
 
+def evaluation_points(total_images: int, batch: int, steps_per_epoch: int,
+                      checkpoints: Iterable[int], every_epoch: bool) -> list[int]:
+    """Images-seen counts at which to evaluate, ascending, each a whole number of batches; the last
+    one is the end of training."""
+    points = {min(total_images, -(-c // batch) * batch) for c in checkpoints if 0 < c < total_images}
+    if every_epoch:
+        points.update(e * steps_per_epoch * batch for e in range(1, total_images // (steps_per_epoch * batch) + 1))
+    points.add(total_images)
+    return sorted(points)
+
+
 def train(
     model: nn.Module,
     data: Splits,
@@ -132,90 +149,85 @@ def train(
     seed: int = 0,
     precision: str = "auto",
     compile: bool = False,
-    checkpoints: Sequence[int] = (),
+    checkpoints: Mapping[int, Split | None] | Sequence[int] = (),
+    every_epoch: bool = True,
     on_report: Callable[[Report], str | None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     evaluate_test: bool = True,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` (already on the training device) with ``spec``.
 
-    ``checkpoints`` are images-seen counts at which to evaluate and report besides every epoch end
-    (rungs for pruning can fall inside an epoch). ``on_report`` may return a reason to stop
-    training early (a pruner does): the run ends there, with that ``stop_reason`` and the curve so
-    far. A non-finite loss stops the run the same way. Exceptions from ``on_report`` propagate.
+    Evaluation happens at ``checkpoints`` (images-seen counts; a mapping gives the validation
+    images to use there, e.g. a subset sized for a pruning decision; None or a plain sequence: the
+    whole validation split), at every epoch end if ``every_epoch``, and at the end on the whole
+    validation split. ``on_report`` may return a reason to stop (a pruner does): the run ends
+    there with that ``stop_reason``. A non-finite loss stops it the same way. The test set is
+    evaluated only for a run that finished, and only if ``evaluate_test``.
     """
     device = data.train.images.device
     amp = pick_precision(device, precision)
-    torch.manual_seed(seed)  # dropout masks
-    gen = torch.Generator(device=device).manual_seed(seed)  # batch order and augmentation
-    model.to(device=device, memory_format=torch.channels_last).train()
     step_model = torch.compile(model) if compile else model
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-
+    model.to(device=device, memory_format=torch.channels_last).train()
     n = len(data.train)
     bs = min(spec.batch_size, n)
     steps_per_epoch = n // bs  # whole batches only: one shape for torch.compile, no BN on 1 sample
-    total_steps = steps_per_epoch * spec.epochs
-    total_images = total_steps * bs
+    total_images = steps_per_epoch * spec.epochs * bs
+    val_at = dict(checkpoints) if isinstance(checkpoints, Mapping) else dict.fromkeys(checkpoints)
+    points = evaluation_points(total_images, bs, steps_per_epoch, val_at, every_epoch)
+    # A checkpoint rounded up to a whole batch keeps the validation images asked for at it.
+    val_at = {min(total_images, -(-c // bs) * bs): v for c, v in val_at.items()}
     opt = make_optimizer(model, spec)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(spec.schedule, s, total_steps))
-    pending = sorted(c for c in checkpoints if 0 < c < total_images)
-
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(spec.schedule, s, steps_per_epoch * spec.epochs, bs))
     result = TrainResult(device=str(device), precision=precision_name(amp))
-    seen, loss_sum, loss_steps = 0, torch.zeros((), device=device), 0
-    clock = time.perf_counter()
 
-    def report() -> None:
-        nonlocal loss_sum, loss_steps, clock
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        result.train_seconds += time.perf_counter() - clock
-        mean_loss = loss_sum.item() / max(1, loss_steps)
-        if not math.isfinite(mean_loss):
-            result.stop_reason = f"non-finite loss ({mean_loss}) after {seen} images"
-            return
-        val_acc = accuracy(predict(model, data.val.images, amp), data.val.labels) if len(data.val) else None
-        rep = Report(round(seen / (steps_per_epoch * bs), 4), seen, mean_loss, val_acc)
-        result.curve.append(rep)
-        result.val_acc = val_acc
-        loss_sum, loss_steps = torch.zeros((), device=device), 0
-        if on_report is not None:
-            result.stop_reason = on_report(rep) or None
-        clock = time.perf_counter()
-
-    for _epoch in range(spec.epochs):
-        perm = torch.randperm(n, device=device, generator=gen)
-        for i in range(steps_per_epoch):
-            idx = perm[i * bs:(i + 1) * bs]
-            x = augmented_input(data.train.images[idx], spec.augment, gen)
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss = F.cross_entropy(step_model(x), data.train.labels[idx],
-                                       label_smoothing=spec.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += loss.detach()
-            loss_steps += 1
-            seen += bs
-            if on_progress is not None:
-                on_progress(seen, total_images)
-            if pending and seen >= pending[0]:
-                while pending and seen >= pending[0]:
-                    pending.pop(0)
-                if i + 1 < steps_per_epoch:  # the epoch-end report follows anyway
-                    report()
-            elif loss_steps % 32 == 0 and not torch.isfinite(loss_sum):  # stop a diverged run early
-                report()
-            if result.stop_reason:
+    # Seeded generators, not the global RNG: batch order and augmentation from ``gen``, dropout
+    # masks from the forked global state, so a caller's own random state is left as it was.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        gen = torch.Generator(device=device).manual_seed(seed)
+        seen = 0
+        for point in points:
+            clock = time.perf_counter()
+            loss_sum, steps = torch.zeros((), device=device), 0
+            while seen < point:
+                step = seen // bs
+                if step % steps_per_epoch == 0:
+                    perm = torch.randperm(n, device=device, generator=gen)
+                i = step % steps_per_epoch
+                idx = perm[i * bs:(i + 1) * bs]
+                x = augmented_input(data.train.images[idx], spec.augment, gen).contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    loss = F.cross_entropy(step_model(x), data.train.labels[idx], label_smoothing=spec.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                loss_sum += loss.detach()
+                steps += 1
+                seen += bs
+                if on_progress is not None:
+                    on_progress(seen, total_images)
+                if steps % 64 == 0 and not torch.isfinite(loss_sum):  # a diverged run stops early
+                    break
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            result.train_seconds += time.perf_counter() - clock
+            mean_loss = loss_sum.item() / max(1, steps)
+            if not math.isfinite(mean_loss):
+                result.stop_reason = f"non-finite loss ({mean_loss}) after {seen} images"
                 break
-        if not result.stop_reason:
-            report()
-        if result.stop_reason:
-            break
+            val = (val_at.get(point) or data.val) if point < total_images else data.val
+            val_acc = accuracy(predict(model, val.images, amp), val.labels) if len(val) else None
+            report = Report(round(seen / (steps_per_epoch * bs), 4), seen, mean_loss, val_acc)
+            result.curve.append(report)
+            result.val_acc = val_acc
+            if on_report is not None and point < total_images:
+                result.stop_reason = on_report(report) or None
+                if result.stop_reason:
+                    break
     result.images_seen = seen
+    if on_report is not None and not result.stop_reason:
+        on_report(result.curve[-1])  # the end of training, for observers; nothing left to stop
     if evaluate_test and not result.stop_reason:
         logits = predict(model, data.test.images, amp)
         result.test_acc = accuracy(logits, data.test.labels)

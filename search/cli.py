@@ -12,6 +12,8 @@ from typing import Sequence
 from fmnist.errors import FmnistError
 
 from . import commands
+from space.sample import SPACES
+
 from .prune import PRUNERS
 
 SUBCOMMANDS = ("search", "show", "train", "presets", "export-best", "predict")
@@ -93,11 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: acc (validation accuracy), params, flops, latency (default acc,params)")
     s.add_argument("--sampler", default="tpe", help="tpe (multivariate; default) | nsga2 | random")
     s.add_argument("--no-enqueue-seeds", dest="enqueue_seeds", action="store_false",
-                   help="do not train the seed models first as reference points")
+                   help="do not queue the seed models as candidates (cheapest first, pruned like any other)")
+    s.add_argument("--space", default="stages", choices=SPACES,
+                   help="stages (default): conv-conv-pool stages, widening, BN, GAP or small dense head; "
+                        "blocks: the per-block space (any padding, pooling, 1x1 reduction per block)")
+    s.add_argument("--no-warm-start", dest="warm_start", action="store_false",
+                   help="do not queue the stages space's ladder of known-good designs first")
     s.add_argument("--max-params", type=_positive_int, help="skip candidates with more parameters, untrained")
     s.add_argument("--max-flops", type=_positive_int, help="skip candidates with more FLOPs, untrained")
-    s.add_argument("--epochs", type=_positive_int, help="epochs per trial (default: the profile's)")
-    s.add_argument("--timeout", type=_positive_int, help="stop starting trials after this many seconds")
+    s.add_argument("--epochs", type=_positive_int,
+                   help="epochs of the whole training split at the top rung (default: sized to --timeout, "
+                        "else 10 on a CPU and 20 on a GPU)")
+    s.add_argument("--timeout", type=_positive_int,
+                   help="finish within this many seconds: trials that cannot reach the top rung in time stop")
     s.add_argument("--pruner", default="pareto", choices=PRUNERS,
                    help="pareto (default): stop candidates dominated at geometric rungs; none")
     s.add_argument("--prune-factor", type=_int_at_least(2), default=3,
@@ -108,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "off: MOASHA's rule alone)")
     s.add_argument("--prune-min-trials", type=_positive_int, default=5,
                    help="trials that must reach a rung before any is pruned there (default 5)")
-    s.add_argument("--rung-min-images", type=_positive_int, default=2000,
-                   help="no rung earlier than this many training images (default 2000)")
+    s.add_argument("--rung-min-images", type=_positive_int, default=4000,
+                   help="the first rung: no rung earlier than this many training images (default 4000)")
     s.add_argument("--quiet", action="store_true", help="no live status line (per-trial lines only)")
     _add_study_options(s)
     _add_data_options(s)

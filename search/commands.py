@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -20,7 +21,8 @@ from . import study as studies
 from .front import format_counts, format_front
 from .progress import Progress
 from .report import format_table
-from .run import Search, SearchConfig, enqueue_seeds, pick_profile
+from .run import (Profile, Search, SearchConfig, enqueue_seeds, enqueue_warm_starts, pick_profile,
+                  reference_rate)
 
 
 def with_overrides(spec: ModelSpec, **overrides) -> ModelSpec:
@@ -42,19 +44,12 @@ def existing_study(args: argparse.Namespace):
     return studies.load_existing(studies.open_storage(args.storage), args.study)
 
 
-def prepare_data(args: argparse.Namespace, default_subset: int | None = None) -> fmnist.Splits:
-    """Load, split and move to the device, printing any notice about unofficial files.
-
-    ``default_subset`` (a profile's) shrinks to the training images there are; an explicit
-    ``--train-subset`` does not.
-    """
+def prepare_data(args: argparse.Namespace) -> fmnist.Splits:
+    """Load, split and move to the device, printing any notice about unofficial files."""
     device = fmnist.pick_device(args.device)
     fmnist.pick_precision(device, args.precision)  # reject a bad --precision before loading data
     ds = load_dataset(args)
-    subset = args.train_subset
-    if subset is None and default_subset is not None and default_subset < len(ds.train) - args.val_size:
-        subset = default_subset
-    return fmnist.make_splits(ds, args.val_size, args.seed, subset).to(device)
+    return fmnist.make_splits(ds, args.val_size, args.seed, args.train_subset).to(device)
 
 
 def _pct(x: float | None) -> str:
@@ -129,35 +124,66 @@ def presets(args: argparse.Namespace) -> int:
     return 0
 
 
+BUDGET_ATTR = "budget"  # study user attribute: what every trial of the study is trained with
+
+
+def plan_budget(args: argparse.Namespace, device: torch.device, data: fmnist.Splits,
+                stored: dict | None) -> Profile:
+    """The study's stored budget when it has one (a rerun or another worker keeps it), else a new
+    one: --epochs, or sized to --timeout by a brief measurement, or the device's default."""
+    if stored:
+        if args.epochs is not None and args.epochs != stored["epochs"]:
+            raise FmnistError(f"--epochs {args.epochs}: study {args.study!r} trains every trial for "
+                              f"{stored['epochs']} epochs; use another --study for another budget")
+        return dataclasses.replace(pick_profile(device), epochs=stored["epochs"])
+    return pick_profile(device, args.epochs, args.timeout, len(data.train),
+                        rate=lambda: reference_rate(data, args.precision, args.seed))
+
+
 def search(args: argparse.Namespace) -> int:
     import optuna
+    started = time.monotonic()  # --timeout counts from here: loading and planning are part of it
     objectives = studies.parse_objectives(args.objective)
+    if "acc" in objectives and args.val_size == 0:
+        raise FmnistError("--val-size 0: the acc objective is validation accuracy, so selection needs "
+                          "validation images (the test set is never used to choose)")
     sampler = studies.make_sampler(args.sampler, args.seed)
     device = fmnist.pick_device(args.device)
-    profile = pick_profile(device, args.epochs)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     storage = studies.open_storage(args.storage)
-    studies.check_study(storage, args.study, objectives)  # before the data: fail fast
-    data = prepare_data(args, default_subset=profile.train_subset)
+    existing = studies.check_study(storage, args.study, objectives)  # before the data: fail fast
+    stored = existing.user_attrs.get(BUDGET_ATTR) if existing is not None else None
+    data = prepare_data(args)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # we print our own line per trial
+    profile = plan_budget(args, device, data, stored)
+    space = stored.get("space", "blocks") if stored else args.space
     study = studies.open_study(storage, args.study, objectives, sampler)
-    print(profile.describe(len(data.train), len(data.val)) + f"; {device}, "
-          f"{precision_name(fmnist.pick_precision(device, args.precision))}")
-    reclaimed = studies.reclaim_orphans(study, storage)
-    if reclaimed:
-        print(f"trials {', '.join(map(str, reclaimed))} were left running by a process that is gone: "
-              f"marked failed, their configurations queued again")
-    if args.enqueue_seeds:
-        queued = enqueue_seeds(study)
-        if queued:
-            print(f"queued {len(queued)} seed models as references")
-    config = SearchConfig(objectives=objectives, trials=args.trials, epochs=profile.epochs,
-                          max_params=args.max_params, max_flops=args.max_flops, timeout=args.timeout,
+    if BUDGET_ATTR not in study.user_attrs:
+        study.set_user_attr(BUDGET_ATTR, {"epochs": profile.epochs, "train_images": len(data.train),
+                                          "val_images": len(data.val), "split_seed": args.seed, "space": space})
+    config = SearchConfig(objectives=objectives, trials=args.trials, epochs=profile.epochs, space=space,
+                          max_params=args.max_params, max_flops=args.max_flops,
+                          sample_max_flops=profile.max_flops,
+                          timeout=None if args.timeout is None else max(1.0, args.timeout - (time.monotonic() - started)),
                           seed=args.seed, precision=args.precision, compile=args.compile,
                           pruner=args.pruner, prune_factor=args.prune_factor,
                           prune_min_trials=args.prune_min_trials, prune_margin=args.prune_margin,
                           rung_min_images=args.rung_min_images)
     store = artifacts.open_store(artifacts.artifact_dir(args.storage, args.artifact_dir))
     runner = Search(study, config, data, progress=Progress(enabled=not args.quiet), store=store)
+    print(profile.describe(len(data.train), len(data.val), runner.rungs if args.pruner != "none" else [])
+          + f"; space {space}; {device}, {precision_name(fmnist.pick_precision(device, args.precision))}")
+    reclaimed = studies.reclaim_orphans(study, storage)
+    if reclaimed:
+        print(f"trials {', '.join(map(str, reclaimed))} were left running by a process that is gone: "
+              f"marked failed, their configurations queued again")
+    if args.warm_start and space == "stages" and enqueue_warm_starts(study):
+        print("queued the stages space's warm starts (a ladder of known-good designs)")
+    if args.enqueue_seeds:
+        queued = enqueue_seeds(study)
+        if queued:
+            print(f"queued {len(queued)} seed models as candidates (cheapest first, through the same rungs)")
     print(f"study {args.study!r} in {args.storage}: {runner.done()} of {args.trials} trials done")
     try:
         runner.run()

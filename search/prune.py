@@ -1,10 +1,12 @@
 """Pareto-aware pruning for multi-objective studies (Optuna's Trial.report and should_prune raise
 NotImplementedError there; raising TrialPruned works and TPE learns from pruned trials).
 
-Rungs are geometric in training images seen (budget/27, /9, /3 by default, none below
-``min_images``), so on a CPU's short budget a rung can fall inside an epoch. At each rung a trial
-records its validation accuracy as the user attribute ``rung_<images>``, which every worker
-sharing the storage can read, and is compared with all trials that reached the same rung:
+Successive halving in training images seen: the top rung is the study's whole budget (the model
+as shipped), the rungs below it are budget/3, /9, /27, ... down to the first rung of a few
+thousand images (``rung_images``). At each rung a trial records its validation accuracy (on a
+fixed validation subset sized for the decision) as the user attribute ``rung_<images>``, which
+every worker sharing the storage can read, and is compared with all trials that reached the same
+rung:
 
 - rule (after Syne Tune's MOASHA): non-dominated sorting of accuracy and size at the rung, keep
   the best 1/factor by Pareto rank (ties within a rank by accuracy), prune the rest. "Size" is the
@@ -12,17 +14,21 @@ sharing the storage can read, and is compared with all trials that reached the s
   study has neither), so "no more parameters" below reads "no larger in each";
 - the sharper rule the benchmark chose (``margin``, default one point): a trial is also pruned,
   whatever its place, when one with no more parameters was already ``margin`` more accurate at the
-  same rung. Late in a study most new candidates land in the best third of the rung, mostly
-  behind near-twins; this stops those that are clearly beaten (docs/benchmarks.md);
+  same rung (docs/benchmarks.md);
 - a trial on the rung's front (rank 0) is never pruned: nothing with at most its parameters is
   at least as accurate, so a small model is not pruned just for being less accurate;
-- nothing is pruned until ``min_trials`` trials have reached the rung;
+- too few peers at a rung (fewer than ``min_trials``): the decision falls back to the highest rung
+  below with enough of them, keeping 1/factor per rung in between (the best 1/9 two rungs down).
+  One worker decides in line, so without this its first few trials would all run to the top;
 - at the first rung, a curve still at chance is pruned whatever the others did;
-- seed presets are never pruned: they are the references (their rung values still count).
+- with a deadline, a trial that cannot reach the top rung before it stops at its next rung.
+
+Seed presets go through the same rungs as every candidate: they are warm starts, not a toll.
 """
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -36,9 +42,21 @@ from .pareto import nondominated_ranks
 PRUNERS = ("pareto", "none")
 
 
-def rung_images(budget: int, factor: int = 3, levels: int = 3, min_images: int = 2000) -> list[int]:
-    """Rungs in images seen, ascending: budget / factor**k for k = levels..1, each >= min_images."""
-    return sorted(r for r in (budget // factor ** k for k in range(1, levels + 1)) if r >= min_images)
+def rung_images(budget: int, factor: int = 3, min_images: int = 4000) -> list[int]:
+    """Rungs below the top in images seen, ascending: budget / factor**k for k = 1, 2, ... while
+    at least ``min_images``. The top rung, the whole budget, is the end of training."""
+    rungs, k = [], 1
+    while budget // factor ** k >= min_images:
+        rungs.append(budget // factor ** k)
+        k += 1
+    return rungs[::-1]
+
+
+def rung_val_size(index: int, first: int = 2000) -> int:
+    """Validation images for the decision at rung ``index`` (0 = first): accuracies are far apart
+    early and close late, so the subset doubles per rung (standard error of one accuracy near 85%:
+    0.8 point on 2,000 images, 0.4 on 8,000)."""
+    return first * 2 ** index
 
 
 @dataclass(frozen=True)
@@ -94,33 +112,56 @@ class ParetoPruner:
         return [Entry(t.number, tuple(t.user_attrs[c] for c in self.costs), t.user_attrs[key])
                 for t in self.study.get_trials(deepcopy=False,
                                                states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
-                if key in t.user_attrs and t.number != exclude]
+                if key in t.user_attrs and t.number != exclude and all(c in t.user_attrs for c in self.costs)]
 
-    def hook(self, trial: optuna.Trial, sizes: dict[str, int], rungs: list[int],
-             protected: bool) -> Callable[[fmnist.Report], str | None]:
+    def judge(self, number: int, costs: tuple[int, ...], mine: dict[int, float], rungs: list[int],
+              index: int) -> str | None:
+        """Why the trial should stop at rungs[index] (None: continue), given its accuracy at each
+        rung passed (``mine``); falls back to lower rungs while this one has too few peers."""
+        for j in range(index, -1, -1):
+            others = self.entries_at(rungs[j], number)
+            if len(others) + 1 < self.min_trials:
+                continue
+            factor = self.factor ** (index - j + 1)
+            reason = decide(Entry(number, costs, mine[rungs[j]]), others, factor, self.min_trials,
+                            self.margin, self.costs)
+            if reason and j < index:
+                reason += f" (at rung {rungs[j]:,}: too few trials at this one yet)"
+            return reason
+        return None
+
+    def hook(self, trial: optuna.Trial, sizes: dict[str, int], rungs: list[int], budget: int,
+             deadline: float | None = None) -> Callable[[fmnist.Report], str | None]:
         """The trainer's on_report: records each rung passed and returns a reason to stop, if any.
 
-        ``sizes`` holds the trial's value of each cost (params, FLOPs), known from its spec."""
+        ``sizes`` holds the trial's value of each cost (params, FLOPs), known from its spec;
+        ``budget`` is the top rung; ``deadline`` a time.monotonic() by which training must end."""
         costs = tuple(sizes[c] for c in self.costs)
-        pending = list(rungs)
+        pending, mine = list(rungs), {}
+        started = time.monotonic()
 
         def on_report(report: fmnist.Report) -> str | None:
-            while pending and report.images_seen >= pending[0]:
+            reason = None
+            while pending and report.images_seen >= pending[0] and not reason:
                 rung = pending.pop(0)
                 if report.val_acc is None:
                     continue
+                mine[rung] = report.val_acc
                 trial.set_user_attr(f"rung_{rung}", report.val_acc)
-                if protected:
-                    continue
                 if rung == rungs[0] and report.val_acc < self.at_chance:
                     reason = f"still at chance ({100 * report.val_acc:.1f}% validation accuracy)"
                 else:
-                    reason = decide(Entry(trial.number, costs, report.val_acc),
-                                    self.entries_at(rung, trial.number), self.factor, self.min_trials,
-                                    self.margin, self.costs)
+                    reason = self.judge(trial.number, costs, mine, rungs, rungs.index(rung))
                 if reason:
                     trial.set_user_attr("pruned_rung", rung)
                     return f"at rung {rung:,} images: {reason}"
+            if deadline is not None and report.images_seen < budget:
+                rate = report.images_seen / max(1e-9, time.monotonic() - started)
+                needed, left = (budget - report.images_seen) / rate, deadline - time.monotonic()
+                if needed > left:
+                    trial.set_user_attr("pruned_rung", report.images_seen)
+                    return (f"out of time: about {needed:.0f} s of training left to the top rung, "
+                            f"{max(0.0, left):.0f} s to the deadline")
             return None
 
         return on_report

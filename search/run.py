@@ -8,6 +8,7 @@ test accuracy is recorded beside it and never returned to the sampler.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -18,42 +19,70 @@ from optuna.trial import FrozenTrial, TrialState
 import fmnist
 from fmnist.errors import SpecError
 from space import ModelSpec, build, flops, param_count, zoo
-from space.sample import sample
+from space.sample import WARM_STARTS, sample
 
 from . import study as studies
 from .artifacts import save_weights
 from .progress import Progress
-from .prune import ParetoPruner, rung_images
+from .prune import ParetoPruner, rung_images, rung_val_size
 
 
 @dataclass(frozen=True)
 class Profile:
+    """What a trial that reaches the top rung is trained on: the model as shipped."""
     name: str
-    train_subset: int | None   # None: the whole training split
-    epochs: int
+    epochs: int                   # top rung: the whole training split, this many epochs
+    max_flops: int | None         # sampled candidates above this are skipped at no cost
 
-    def describe(self, n_train: int, n_val: int) -> str:
-        return (f"profile {self.name}: {n_train:,} training images, {self.epochs} epochs per trial, "
+    def describe(self, n_train: int, n_val: int, rungs: list[int]) -> str:
+        ladder = ", ".join(f"{r:,}" for r in rungs)
+        return (f"profile {self.name}: top rung {n_train:,} training images x {self.epochs} epochs "
+                f"= {n_train * self.epochs:,} images; rungs at {ladder or 'none'}; "
                 f"{n_val:,} validation images for selection")
 
 
-PROFILES = {"gpu": Profile("gpu (full data, full schedule)", None, 15),
-            "cpu": Profile("cpu-quick (training subset, few epochs)", 8000, 4)}
+PROFILES = {"cuda": Profile("gpu", 20, None), "cpu": Profile("cpu", 10, 30_000_000)}
+MAX_EPOCHS = {"cuda": 40, "cpu": 15}
+# With --timeout, one top-rung training of the reference net takes about this fraction of it:
+# the ladder below the top costs about as much again per rung, and the front wants several models.
+TOP_RUNG_SHARE = 16
 
 
-def pick_profile(device: torch.device, epochs: int | None = None) -> Profile:
-    """GPU: the whole training split and a full schedule; CPU: a quick profile for a laptop."""
-    base = PROFILES["gpu" if device.type == "cuda" else "cpu"]
+def pick_profile(device: torch.device, epochs: int | None = None, timeout: float | None = None,
+                 n_train: int = 50_000, rate: Callable[[], float] | None = None) -> Profile:
+    """The top rung's epochs: --epochs, else sized so --timeout holds about TOP_RUNG_SHARE top-rung
+    trainings at the measured ``rate`` (images/s of the reference net), else the device's default."""
+    base = PROFILES["cuda" if device.type == "cuda" else "cpu"]
+    if epochs is None and timeout is not None and rate is not None:
+        epochs = max(1, min(MAX_EPOCHS[device.type] if device.type in MAX_EPOCHS else MAX_EPOCHS["cpu"],
+                            round(rate() * timeout / TOP_RUNG_SHARE / max(1, n_train))))
     return dataclasses.replace(base, epochs=epochs or base.epochs)
+
+
+def reference_rate(data: fmnist.Splits, precision: str, seed: int = 0, steps: int = 24) -> float:
+    """Training images/s of a mid-sized net of the stages space on this device, briefly measured."""
+    spec = sample(optuna.trial.FixedTrial(WARM_STARTS[3]), 1)
+    bs = min(spec.train.batch_size, len(data.train))
+    n = min(len(data.train), bs * steps)
+    no_val = fmnist.Split(data.val.images[:0], data.val.labels[:0])  # training speed alone
+    probe = fmnist.Splits(fmnist.Split(data.train.images[:n], data.train.labels[:n]), no_val, data.test)
+    model = build(spec.arch, seed=seed)
+    fmnist.train(model, probe, dataclasses.replace(spec.train, epochs=1), seed=seed, precision=precision,
+                 every_epoch=False, evaluate_test=False)  # warm-up: kernels chosen, caches filled
+    result = fmnist.train(model, probe, dataclasses.replace(spec.train, epochs=1), seed=seed,
+                          precision=precision, every_epoch=False, evaluate_test=False)
+    return result.images_per_s
 
 
 @dataclass
 class SearchConfig:
     objectives: tuple[str, ...] = ("acc", "params")
     trials: int = 100
-    epochs: int = 4
+    epochs: int = 10
+    space: str = "stages"
     max_params: int | None = None
     max_flops: int | None = None
+    sample_max_flops: int | None = None  # the profile's cap, for sampled candidates only
     timeout: float | None = None
     seed: int = 0
     precision: str = "auto"
@@ -63,7 +92,7 @@ class SearchConfig:
     prune_factor: int = 3
     prune_min_trials: int = 5
     prune_margin: float | None = 0.01  # None: MOASHA's rule alone
-    rung_min_images: int = 2000
+    rung_min_images: int = 4000
 
 
 def counts_toward_trials(t: FrozenTrial) -> bool:
@@ -73,11 +102,23 @@ def counts_toward_trials(t: FrozenTrial) -> bool:
 
 
 def enqueue_seeds(study: optuna.Study) -> list[str]:
-    """Queue each seed preset not yet in the study: the references trained under the same budget."""
+    """Queue each seed preset not yet in the study, cheapest first: candidates like any other,
+    through the same rungs (the early trials decide what the rungs compare against)."""
     present = {t.user_attrs.get("preset") for t in study.get_trials(deepcopy=False)}
-    queued = [p.name for p in zoo.PRESETS if p.name not in present]
+    queued = [p.name for p in sorted(zoo.PRESETS, key=lambda p: p.flops) if p.name not in present]
     for name in queued:
         study.enqueue_trial({}, user_attrs={"preset": name}, skip_if_exists=False)
+    return queued
+
+
+def enqueue_warm_starts(study: optuna.Study) -> int:
+    """Queue the stages space's warm starts not yet in the study; returns how many."""
+    present = {t.user_attrs.get("warm_start") for t in study.get_trials(deepcopy=False)}
+    queued = 0
+    for i, params in enumerate(WARM_STARTS):
+        if i not in present:
+            study.enqueue_trial(params, user_attrs={"warm_start": i}, skip_if_exists=False)
+            queued += 1
     return queued
 
 
@@ -95,6 +136,13 @@ class Search:
         self.out = out or self.progress.write
         self.current: int | None = None
         self.consecutive_skips = 0
+        self.deadline: float | None = None
+        self.rungs: list[int] = []
+        self.rung_val: dict[int, fmnist.Split] = {}
+        if data is not None:
+            self.rungs = rung_images(len(data.train) * config.epochs, config.prune_factor, config.rung_min_images)
+            # One fixed validation subset per rung, sized for its decision; the top rung uses them all.
+            self.rung_val = {r: data.val_subset(rung_val_size(i), config.seed) for i, r in enumerate(self.rungs)}
         # Rungs compare the study's size objectives known before training; latency is measured
         # after it, so a study of accuracy and latency alone compares parameters in its place.
         costs = tuple(o for o in config.objectives if o in ("params", "flops")) or ("params",)
@@ -108,7 +156,7 @@ class Search:
         if preset:
             spec = zoo.get(preset)
             return dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=self.config.epochs))
-        return sample(trial, self.config.epochs)
+        return sample(trial, self.config.epochs, self.config.space)
 
     def skip(self, trial: optuna.Trial, reason: str) -> None:
         trial.set_user_attr("skipped", reason)
@@ -142,19 +190,22 @@ class Search:
             self.skip(trial, f"over --max-params ({n_params:,} > {cfg.max_params:,})")
         if cfg.max_flops is not None and n_flops > cfg.max_flops:
             self.skip(trial, f"over --max-flops ({n_flops:,} > {cfg.max_flops:,})")
+        if (cfg.max_flops is None and cfg.sample_max_flops is not None and n_flops > cfg.sample_max_flops
+                and "preset" not in trial.user_attrs):
+            self.skip(trial, f"over the profile's {cfg.sample_max_flops / 1e6:g} MFLOPs for sampled candidates "
+                             f"({n_flops / 1e6:.1f}; --max-flops to change)")
         dup = self.duplicate_of(spec_json, trial.number)
         if dup is not None:
             self.skip(trial, f"duplicate of trial {dup}")
 
         model = build(arch, seed=cfg.seed)
-        rungs = rung_images(len(self.data.train) * spec.train.epochs, cfg.prune_factor,
-                            min_images=cfg.rung_min_images)
-        hook = (self.pruner.hook(trial, sizes, rungs, protected="preset" in trial.user_attrs)
-                if self.pruner else None)
+        bs = min(spec.train.batch_size, len(self.data.train))
+        budget = len(self.data.train) // bs * bs * spec.train.epochs  # the top rung: images at the end
+        hook = (self.pruner.hook(trial, sizes, self.rungs, budget, self.deadline) if self.pruner else None)
         self.progress.trial_started(trial.number)
         result = fmnist.train(model, self.data, spec.train, seed=cfg.seed, precision=cfg.precision,
-                              compile=cfg.compile, checkpoints=rungs if hook else (), on_report=hook,
-                              on_progress=self.progress.trial_progress)
+                              compile=cfg.compile, checkpoints=self.rung_val if hook else {},
+                              every_epoch=False, on_report=hook, on_progress=self.progress.trial_progress)
         self.record(trial, result)
         if result.stop_reason:  # pruned at a rung, or a non-finite loss
             trial.set_user_attr("pruned_reason", result.stop_reason)
@@ -170,13 +221,14 @@ class Search:
     def record(self, trial: optuna.Trial, result: fmnist.TrainResult) -> None:
         attrs = {
             "val_acc": result.val_acc, "test_acc": result.test_acc, "test_top5": result.test_top5,
-            "curve": [[r.epoch, r.val_acc] for r in result.curve], "epochs_run": result.epochs_run,
+            "curve": [[r.epoch, round(r.val_acc, 4)] for r in result.curve if r.val_acc is not None], "epochs_run": result.epochs_run,
             "images_seen": result.images_seen, "train_seconds": round(result.train_seconds, 3),
             "images_per_s": round(result.images_per_s, 1), "device": result.device,
             "precision": result.precision,
         }
         for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+            if value is not None:  # a missing figure is absent, not None: the dashboard sorts numbers
+                trial.set_user_attr(key, value)
 
     # -- the loop ---------------------------------------------------------------------------
     def done(self, trials: Sequence[FrozenTrial] | None = None) -> int:
@@ -201,6 +253,8 @@ class Search:
     def run(self) -> None:
         if self.done() >= self.config.trials:
             return
+        if self.config.timeout is not None:
+            self.deadline = time.monotonic() + self.config.timeout
         try:
             self.study.optimize(self.objective, timeout=self.config.timeout, callbacks=[self.after_trial],
                                 catch=())

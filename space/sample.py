@@ -1,11 +1,19 @@
-"""The search space: an Optuna-style trial -> ModelSpec.
+"""The search spaces: an Optuna-style trial -> ModelSpec, valid by construction.
 
 Takes any object with Optuna's ``suggest_int`` / ``suggest_float`` / ``suggest_categorical`` (it
-is duck-typed, so this layer needs no Optuna import). The space is conditional: block ``i``'s
-parameters exist only when there are more than ``i`` blocks, and a 1x1 reduction is offered only
-from the second block on (before the first it would widen a 1-channel image). Every choice list is
-fixed, whatever came before, because TPE needs one distribution per parameter name; a
-combination whose feature map shrinks to nothing raises SpecError and the caller skips it.
+is duck-typed, so this layer needs no Optuna import). TPE needs one distribution per parameter
+name, so every choice list is fixed whatever came before; conditional parameters exist only where
+they mean something (block ``i``'s only in nets of more than ``i`` blocks).
+
+- ``stages`` (the default): the designs that work on this data, with few knobs for the sampler to
+  learn: 1-3 stages of 1-2 'same'-padded convs ending in a 2x2 pool, channels widening from stage
+  to stage, an optional 1x1 reduction entering stages 2-3, batch norm, a GAP or flatten head and
+  at most one small dense layer. Three pools on 28x28 leave 3x3, so every sample is valid.
+- ``blocks``: the earlier per-block space (1-5 blocks, each with its own filters, kernel,
+  padding, reduction, pooling and dropout; 0-2 dense layers). A block that would shrink the
+  feature map to nothing gets 'same' padding and no pooling instead, so it is valid too.
+
+Both spaces only choose among what ``ArchSpec`` expresses; presets and spec files reach the rest.
 """
 from __future__ import annotations
 
@@ -15,6 +23,14 @@ from fmnist.trainspec import AugmentSpec, TrainSpec
 
 from .spec import ArchSpec, ConvBlock, DenseLayer, ModelSpec
 
+SPACES = ("stages", "blocks")
+
+# stages
+WIDTHS = (8, 12, 16, 24, 32, 48)
+WIDEN = (1.0, 1.5, 2.0)
+DENSE_UNITS = (0, 32, 64, 128)
+
+# blocks
 MAX_CONVS = 5
 MAX_DENSE = 2
 FILTERS = (8, 12, 16, 24, 32, 48, 64, 96, 128)
@@ -23,19 +39,65 @@ UNITS = (16, 32, 64, 128, 256, 512)
 BATCH_SIZES = (64, 128, 256, 512)
 
 
-def sample(trial: Any, epochs: int) -> ModelSpec:
-    """One candidate from the space; ``epochs`` is the study's budget, not searched."""
+def sample(trial: Any, epochs: int, space: str = "stages") -> ModelSpec:
+    """One candidate from ``space``; ``epochs`` is the study's budget, not searched."""
+    if space == "stages":
+        return ModelSpec(_stages(trial), _training(trial, epochs, BATCH_SIZES[1:], affine=False))
+    if space == "blocks":
+        return ModelSpec(_blocks(trial), _training(trial, epochs, BATCH_SIZES, affine=True))
+    raise ValueError(f"unknown space {space!r} (known: {', '.join(SPACES)})")
+
+
+def _round4(x: float) -> int:
+    return max(4, int(round(x / 4)) * 4)
+
+
+def _stages(trial: Any) -> ArchSpec:
+    n_stages = trial.suggest_int("stages", 1, 3)
+    width = trial.suggest_categorical("width", WIDTHS)
+    widen = trial.suggest_categorical("widen", WIDEN)
+    depth = trial.suggest_int("depth", 1, 2)
+    kernel = trial.suggest_categorical("kernel", [3, 5])  # the first stage only: 28x28 is where it pays
+    bn = trial.suggest_categorical("bn", ["before", "after", "off"])
+    activation = trial.suggest_categorical("activation", ["relu", "silu", "gelu"])
+    pool = trial.suggest_categorical("pool", ["max", "avg"])
+    reduce = trial.suggest_categorical("reduce", [0.0, 0.5]) if n_stages > 1 else 0.0
+    dropout = trial.suggest_float("dropout", 0.0, 0.3, step=0.1)
+    convs, channels = [], 1
+    for s in range(n_stages):
+        filters = width if s == 0 else _round4(width * widen ** s)
+        for d in range(depth):
+            first, last = d == 0, d == depth - 1
+            convs.append(ConvBlock(
+                filters=filters, kernel=kernel if s == 0 else 3, padding="same",
+                reduce=_round4(channels * reduce) if first and s > 0 and reduce else 0,
+                bn=bn, activation=activation, pool=pool if last else "none",
+                dropout=dropout if last else 0.0))
+            channels = filters
+    head = trial.suggest_categorical("head", ["gap", "flatten"])
+    units = trial.suggest_categorical("dense_units", DENSE_UNITS)
+    dense = (DenseLayer(units, dropout, bn=bn, activation=activation),) if units else ()
+    return ArchSpec(convs=tuple(convs), dense=dense, head=head)
+
+
+def _blocks(trial: Any) -> ArchSpec:
     bn = trial.suggest_categorical("bn", ["off", "before", "after"])
     activation = trial.suggest_categorical("activation", ["relu", "gelu", "silu"])
-    convs = []
+    convs, side = [], 28
     for i in range(trial.suggest_int("n_convs", 1, MAX_CONVS)):
+        kernel = trial.suggest_categorical(f"conv{i}_kernel", [3, 5])
+        padding = trial.suggest_categorical(f"conv{i}_padding", ["same", "valid"])
+        pool = trial.suggest_categorical(f"conv{i}_pool", ["none", "max", "avg"])
+        if padding == "valid" and side - kernel + 1 < 1:
+            padding = "same"  # repaired: this conv would leave nothing
+        after = side - kernel + 1 if padding == "valid" else side
+        if pool != "none" and after // 2 < 1:
+            pool = "none"
+        side = after // 2 if pool != "none" else after
         convs.append(ConvBlock(
-            filters=trial.suggest_categorical(f"conv{i}_filters", FILTERS),
-            kernel=trial.suggest_categorical(f"conv{i}_kernel", [3, 5]),
-            padding=trial.suggest_categorical(f"conv{i}_padding", ["same", "valid"]),
+            filters=trial.suggest_categorical(f"conv{i}_filters", FILTERS), kernel=kernel, padding=padding,
             reduce=trial.suggest_categorical(f"conv{i}_reduce", REDUCE) if i else 0,
-            bn=bn, activation=activation,
-            pool=trial.suggest_categorical(f"conv{i}_pool", ["none", "max", "avg"]),
+            bn=bn, activation=activation, pool=pool,
             dropout=trial.suggest_float(f"conv{i}_dropout", 0.0, 0.5, step=0.05)))
     dense = tuple(
         DenseLayer(units=trial.suggest_categorical(f"dense{j}_units", UNITS),
@@ -43,19 +105,39 @@ def sample(trial: Any, epochs: int) -> ModelSpec:
                    bn=bn, activation=activation)
         for j in range(trial.suggest_int("n_dense", 0, MAX_DENSE)))
     head = trial.suggest_categorical("head", ["flatten", "gap"])
-    affine = trial.suggest_float("aug_affine", 0.0, 1.0, step=0.25)  # one knob: rotation, zoom, shear
-    augment = AugmentSpec(
-        shift=trial.suggest_int("aug_shift", 0, 3),
-        flip=trial.suggest_categorical("aug_flip", [False, True]),
-        rotate=10.0 * affine, zoom=0.1 * affine, shear=10.0 * affine,
-        erase=trial.suggest_float("aug_erase", 0.0, 0.5, step=0.25))
+    return ArchSpec(convs=tuple(convs), dense=dense, head=head)
+
+
+def _training(trial: Any, epochs: int, batch_sizes: tuple[int, ...], affine: bool) -> TrainSpec:
+    if affine:  # one knob: rotation, zoom, shear; and random erasing
+        a = trial.suggest_float("aug_affine", 0.0, 1.0, step=0.25)
+        extra = {"rotate": 10.0 * a, "zoom": 0.1 * a, "shear": 10.0 * a,
+                 "erase": trial.suggest_float("aug_erase", 0.0, 0.5, step=0.25)}
+    else:
+        extra = {}  # they cost a resampling pass per batch and pay only on long schedules
+    augment = AugmentSpec(shift=trial.suggest_int("aug_shift", 0, 3 if affine else 2),
+                          flip=trial.suggest_categorical("aug_flip", [False, True]), **extra)
     optimizer = trial.suggest_categorical("optimizer", ["adamw", "sgd"])
-    train = TrainSpec(
+    return TrainSpec(
         optimizer=optimizer,
         lr=trial.suggest_float("lr", 3e-4, 1e-2, log=True) * (10 if optimizer == "sgd" else 1),
         weight_decay=trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
-        batch_size=trial.suggest_categorical("batch_size", BATCH_SIZES),
+        batch_size=trial.suggest_categorical("batch_size", batch_sizes),
         epochs=epochs, schedule="onecycle",
         label_smoothing=trial.suggest_categorical("label_smoothing", [0.0, 0.1]),
         augment=augment)
-    return ModelSpec(ArchSpec(convs=tuple(convs), dense=dense, head=head), train)
+
+
+# Warm starts for the stages space: a ladder of known-good designs, small to medium, trained
+# first so that the rungs have a good reference from the start (--no-warm-start to leave out).
+_TRAIN = {"optimizer": "adamw", "lr": 0.003, "weight_decay": 5e-4, "batch_size": 256,
+          "label_smoothing": 0.0, "aug_shift": 1, "aug_flip": True}
+_ARCH = {"widen": 2.0, "kernel": 3, "bn": "before", "activation": "relu", "pool": "max", "reduce": 0.0,
+         "dropout": 0.0, "head": "gap", "dense_units": 0}
+WARM_STARTS: tuple[dict[str, Any], ...] = tuple({**_ARCH, **_TRAIN, **arch} for arch in (
+    {"stages": 2, "width": 8, "depth": 1},
+    {"stages": 3, "width": 8, "depth": 1},
+    {"stages": 3, "width": 12, "depth": 2},
+    {"stages": 3, "width": 16, "depth": 2, "dropout": 0.1},
+    {"stages": 2, "width": 16, "depth": 2, "head": "flatten", "dense_units": 64, "dropout": 0.2},
+))

@@ -9,14 +9,19 @@ from optuna.trial import TrialState
 from fmnist import Report
 from search.cli import main
 from search.pareto import dominates, front_indices, hypervolume_2d, nondominated_ranks
-from search.prune import Entry, ParetoPruner, decide, rung_images
+from search.prune import Entry, ParetoPruner, decide, rung_images, rung_val_size
 
 
-def test_rungs_are_geometric_in_images_and_not_too_early():
-    assert rung_images(750_000) == [27_777, 83_333, 250_000]
-    assert rung_images(32_000) == [3_555, 10_666]  # 1,185 is below the 2,000-image floor
-    assert rung_images(32_000, factor=2, levels=2) == [8_000, 16_000]
-    assert rung_images(1_000) == []
+def test_rungs_are_geometric_from_a_cheap_first_rung_to_the_whole_budget():
+    assert rung_images(750_000) == [9_259, 27_777, 83_333, 250_000]  # the top rung, 750,000, ends training
+    assert rung_images(150_000) == [5_555, 16_666, 50_000]
+    assert rung_images(150_000, factor=2, min_images=20_000) == [37_500, 75_000]
+    assert rung_images(10_000) == []  # a budget too small for any rung below the top
+    assert all(r >= 4000 for r in rung_images(10_000_000))
+
+
+def test_rung_decisions_use_a_validation_subset_sized_for_them():
+    assert [rung_val_size(i) for i in range(4)] == [2000, 4000, 8000, 16000]
 
 
 # At one rung: (trial number, params, validation accuracy).
@@ -85,7 +90,7 @@ def _study_with_peers(rung: int) -> optuna.Study:
 def test_hook_records_each_rung_and_prunes_on_the_hand_made_curve():
     study = _study_with_peers(2000)
     trial = study.ask()
-    hook = ParetoPruner(study).hook(trial, {"params": 500_000}, [1000, 2000], protected=False)
+    hook = ParetoPruner(study).hook(trial, {"params": 500_000}, [1000, 2000], 6000)
     assert hook(Report(0.5, 1000, 1.0, 0.60)) is None  # first rung: no peers there yet, not at chance
     reason = hook(Report(1.0, 2000, 0.8, 0.82))
     assert reason and "rung 2,000 images" in reason and "trial 3 (400,000 params" in reason
@@ -94,15 +99,51 @@ def test_hook_records_each_rung_and_prunes_on_the_hand_made_curve():
     assert attrs["rung_1000"] == 0.60 and attrs["rung_2000"] == 0.82 and attrs["pruned_rung"] == 2000
 
 
-def test_chance_level_is_pruned_at_the_first_rung_and_seeds_never_are():
+def test_chance_level_is_pruned_at_the_first_rung_and_seeds_are_candidates_like_any_other():
     study = _study_with_peers(2000)
     trial = study.ask()
-    reason = ParetoPruner(study).hook(trial, {"params": 1_000}, [1000, 2000], protected=False)(Report(0.5, 1000, 2.3, 0.11))
+    trial.set_user_attr("params", 1_000)
+    reason = ParetoPruner(study).hook(trial, {"params": 1_000}, [1000, 2000], 6000)(Report(0.5, 1000, 2.3, 0.11))
     assert reason and "still at chance" in reason
-    seed = study.ask()
-    hook = ParetoPruner(study).hook(seed, {"params": 900_000}, [1000, 2000], protected=True)
-    assert hook(Report(0.5, 1000, 2.3, 0.10)) is None and hook(Report(1.0, 2000, 2.0, 0.12)) is None
-    assert study.trials[-1].user_attrs["rung_2000"] == 0.12  # still recorded for the others
+    seed = study.ask({"x": FloatDistribution(0, 1)})
+    seed.set_user_attr("preset", "seed003")  # warm starts, not a toll: pruned like any candidate
+    hook = ParetoPruner(study).hook(seed, {"params": 900_000}, [1000, 2000], 6000)
+    assert hook(Report(0.5, 1000, 2.0, 0.50)) is None
+    assert "points more accurate" in hook(Report(1.0, 2000, 1.9, 0.80))
+
+
+def _study_at_rung(rung: int, entries: list[Entry]) -> optuna.Study:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for e in entries:
+        study.add_trial(optuna.create_trial(
+            state=TrialState.PRUNED, params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+            user_attrs={"params": e.costs[0], f"rung_{rung}": e.acc}))
+    return study
+
+
+def test_too_few_peers_at_a_rung_falls_back_to_a_stricter_cut_at_the_rung_below():
+    # Nine trials reached rung 1,000, none rung 3,000 yet: the first to arrive there is judged at
+    # rung 1,000 again, where only the best 1/9 may go on (not 1/3).
+    below = [Entry(i, (10_000 * (i + 1),), 0.80 - 0.08 * i) for i in range(8)]  # each beaten by the one before
+    study = _study_at_rung(1000, below)
+    pruner = ParetoPruner(study, margin=None)
+    second = Entry(99, (15_000,), 0.79)  # rank 1, 2nd of 9 at the rung: in the best third, not the best ninth
+    assert decide(second, below, factor=3, min_trials=5) is None
+    reason = pruner.judge(99, (15_000,), {1000: 0.79, 3000: 0.80}, [1000, 3000], index=1)
+    assert reason and "too few trials at this one" in reason and "the best 1 continue" in reason
+    best = pruner.judge(99, (5_000,), {1000: 0.90, 3000: 0.92}, [1000, 3000], index=1)
+    assert best is None  # rank 0 two rungs down: on to the top
+
+
+def test_a_trial_that_cannot_reach_the_top_rung_before_the_deadline_stops():
+    import time
+    study = _study_with_peers(2000)
+    trial = study.ask()
+    hook = ParetoPruner(study).hook(trial, {"params": 1_000}, [1000, 2000], 10_000_000,
+                                    deadline=time.monotonic() + 5)
+    time.sleep(0.05)  # 1,000 images in 50 ms: 10M would take over 8 minutes, with 5 s left
+    reason = hook(Report(0.5, 1000, 1.0, 0.60))
+    assert reason and reason.startswith("out of time")
 
 
 def test_a_study_with_the_pareto_pruner_ends_with_pruned_trials_and_reasons(synth_dir, tmp_path):
@@ -139,5 +180,5 @@ def test_a_worker_sees_the_rung_values_another_worker_wrote(tmp_path):
         trial.set_user_attr("rung_2000", e.acc)
         theirs.tell(trial, [e.acc, e.costs[0]])
     trial = mine.ask()
-    reason = ParetoPruner(mine).hook(trial, {"params": 500_000}, [2000], protected=False)(Report(1.0, 2000, 0.8, 0.82))
+    reason = ParetoPruner(mine).hook(trial, {"params": 500_000}, [2000], 6000)(Report(1.0, 2000, 0.8, 0.82))
     assert reason and "trial 3 (400,000 params" in reason  # a trial the other worker ran

@@ -20,7 +20,7 @@ from space import ModelSpec, flops, param_count
 from wsgi_server import serving
 
 # Cheap candidates only: --max-flops skips the heavy ones before training, at no cost.
-FAST = ["--epochs", "1", "--val-size", "100", "--max-flops", "3000000", "--quiet", "--seed", "1"]
+FAST = ["--epochs", "1", "--val-size", "100", "--max-flops", "3000000", "--quiet", "--seed", "1", "--no-warm-start"]
 
 
 def run(synth_dir, db, *extra, study="s"):
@@ -51,7 +51,7 @@ def test_storage_holds_named_objectives_and_every_attribute(small_study):
         assert a["params"] == param_count(spec.arch) == t.values[1]
         assert a["flops"] == flops(spec.arch) <= 3_000_000
         assert t.values[0] == a["val_acc"] and 0 <= a["test_acc"] <= a["test_top5"] <= 1
-        assert len(a["curve"]) == a["epochs_run"] == 1 and a["curve"][0][1] == a["val_acc"]
+        assert len(a["curve"]) == a["epochs_run"] == 1 and a["curve"][0][1] == pytest.approx(a["val_acc"], abs=1e-4)
         assert a["images_seen"] > 0 and a["train_seconds"] > 0 and a["images_per_s"] > 0
         assert a["device"] == "cpu" and a["worker"]
 
@@ -365,3 +365,55 @@ def test_live_status_line_on_a_terminal(small_study):
     quiet = Terminal()
     Progress(enabled=False, stream=quiet, out=io.StringIO()).trial_started(1)
     assert quiet.getvalue() == ""
+
+
+def test_every_complete_trial_reached_the_top_rung_and_seeds_are_pruned_like_any_other(synth_dir, tmp_path):
+    db = tmp_path / "top.db"
+    assert main(["--data-dir", str(synth_dir), "--storage", f"sqlite:///{db}", "--study", "s", "--quiet",
+                 "--val-size", "100", "--epochs", "3", "--trials", "8", "--rung-min-images", "100",
+                 "--prune-min-trials", "3", "--seed", "4"]) == 0
+    trials = [t for t in load(db).trials if "skipped" not in t.user_attrs]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert complete and [t for t in trials if t.user_attrs.get("warm_start") is not None]
+    for t in complete:  # the front is made of models trained on the whole budget, as shipped
+        spec = ModelSpec.from_json(t.user_attrs["spec"])
+        bs = min(spec.train.batch_size, 500)
+        assert t.user_attrs["images_seen"] == 500 // bs * bs * 3 and "test_acc" in t.user_attrs
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert all("test_acc" not in t.user_attrs and t.user_attrs["pruned_reason"].startswith("at rung")
+               for t in pruned)
+    assert [t for t in pruned if "preset" in t.user_attrs]  # the seeds are candidates, not exempt
+
+
+def test_warm_starts_are_queued_once_and_are_points_of_the_space():
+    from optuna.trial import FixedTrial
+    from search.run import enqueue_warm_starts
+    from space.sample import WARM_STARTS, sample
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    assert enqueue_warm_starts(study) == len(WARM_STARTS) and enqueue_warm_starts(study) == 0
+    sizes = [param_count(sample(FixedTrial(p), 1).arch) for p in WARM_STARTS]
+    assert sizes[:4] == sorted(sizes[:4]) and sizes[0] < 5_000 and sizes[3] > 50_000  # a ladder, small to medium
+
+
+def test_the_budget_follows_the_timeout_and_is_kept_by_the_study(synth_dir, tmp_path, capsys):
+    import torch
+    from search.run import MAX_EPOCHS, TOP_RUNG_SHARE, pick_profile
+    cpu = torch.device("cpu")
+    assert pick_profile(cpu).epochs == 10 and pick_profile(cpu, epochs=3).epochs == 3
+    # 50,000 images at 5,000 images/s: 10 s per epoch; an hour holds 16 top rungs of 22.5 epochs
+    assert pick_profile(cpu, timeout=3600, n_train=50_000, rate=lambda: 5000.0).epochs == min(
+        MAX_EPOCHS["cpu"], round(5000 * 3600 / TOP_RUNG_SHARE / 50_000))
+    assert pick_profile(cpu, timeout=60, n_train=50_000, rate=lambda: 5000.0).epochs == 1
+    db = tmp_path / "b.db"
+    assert run(synth_dir, db, "--trials", "1", "--no-enqueue-seeds") == 0
+    assert load(db).user_attrs["budget"]["epochs"] == 1
+    capsys.readouterr()
+    assert run(synth_dir, db, "--trials", "2", "--no-enqueue-seeds", "--epochs", "2") == 2
+    assert "trains every trial for 1 epochs" in capsys.readouterr().err
+
+
+def test_a_search_without_validation_images_is_refused_at_once(synth_dir, tmp_path, capsys):
+    assert main(["--data-dir", str(synth_dir), "--storage", f"sqlite:///{tmp_path / 'v.db'}", "--val-size", "0",
+                 "--trials", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--val-size 0" in err[0] and not (tmp_path / "v.db").exists()

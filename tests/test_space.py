@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
 from space import ArchSpec, ConvBlock, DenseLayer, ModelSpec, SpecError, build, flops, param_count, zoo
+from space.sample import SPACES, sample
 from space.spec import ACTIVATIONS, BN_PLACES, HEADS, POOLS
 
 conv_blocks = st.builds(
@@ -127,3 +128,13 @@ def test_direct_construction_validates_too():
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(SpecError, match="seed003"):
         zoo.get("seed999")
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_a_thousand_samples_are_all_valid(space):
+    import optuna
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=11), directions=["maximize", "minimize"])
+    specs = [sample(study.ask(), 1, space) for _ in range(1000)]  # raises SpecError on an invalid one
+    assert len({s.to_json() for s in specs}) > 900
+    if space == "stages":
+        assert all(c.padding == "same" for s in specs for c in s.arch.convs)

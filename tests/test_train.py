@@ -96,3 +96,26 @@ def test_a_reason_returned_by_on_report_stops_with_the_partial_curve(splits):
     result = _train(splits, checkpoints=[200], on_report=lambda r: "enough" if r.images_seen >= 200 else None)
     assert result.stop_reason == "enough" and result.images_seen == 200
     assert [r.images_seen for r in result.curve] == [200] and result.test_acc is None
+
+
+def test_evaluation_at_checkpoints_on_their_own_subsets_and_at_the_end_on_the_whole_split(splits):
+    quick = splits.val_subset(20)
+    assert len(quick) == 20 and splits.val_subset(20).images.equal(quick.images)  # fixed: the same images
+    assert sorted(quick.labels.tolist()) == sorted(list(range(10)) * 2)  # stratified
+    seven = splits.val_subset(7)  # accuracy on 7 images is a multiple of 1/7, on 100 of 1/100
+    seen = []
+    result = _train(splits, spec=TrainSpec(epochs=2, batch_size=50), checkpoints={100: seven, 600: None},
+                    every_epoch=False, on_report=lambda r: seen.append(r.images_seen))
+    assert [r.images_seen for r in result.curve] == [100, 600, 1000]  # no epoch-end evaluations
+    assert seen == [100, 600, 1000]  # the end is reported too, for observers
+    for report, n in zip(result.curve, (7, 100, 100)):
+        assert abs(report.val_acc * n - round(report.val_acc * n)) < 1e-4
+    assert result.val_acc == result.curve[-1].val_acc and result.test_acc is not None
+
+
+def test_the_warm_up_is_short_whatever_the_length_of_training():
+    from fmnist.train import WARMUP_IMAGES, lr_factor
+    steps = 200 * 60  # 60 epochs of 200 batches
+    warm = WARMUP_IMAGES // 256
+    assert lr_factor("onecycle", warm - 1, steps, 256) == 1.0 and lr_factor("onecycle", 0, steps, 256) < 0.2
+    assert lr_factor("onecycle", 9, 100, 256) == 1.0  # a short run keeps a tenth
