@@ -1,11 +1,13 @@
-"""A time-boxed study in the quick CPU profile on the real data: its front, hypervolume and seeds beaten.
+"""A time-boxed study on the real data: its front, hypervolume and the seed models it dominates.
 
     python bench/search.py --data-dir ../shared/data/fashion-mnist [--minutes 10] [--storage URL]
 
-Hypervolume is in (validation error, log10 params) with reference point (error 0.30, 5M params);
-the same on test error is printed beside it for information (never used to select).
+The budget is the CLI's: the top rung sized to the minutes (--timeout), rungs below it, warm
+starts first. Hypervolume is in (validation error, log10 params) with reference point (error 0.30,
+5M params); the same on test error is printed beside it for information (never used to select).
 The seed models are compared on their reported accuracy (see search/front.py), so they are not
-trained here (--no-enqueue-seeds): all the minutes go to the search.
+trained here (--no-enqueue-seeds): all the minutes go to the search. bench/side_by_side.py runs
+this against a plain Optuna script.
 """
 from __future__ import annotations
 

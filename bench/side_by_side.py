@@ -43,6 +43,15 @@ def finished_by(storage: str, study: str, cutoff: dt.datetime) -> list:
     return [t for t in trials if t.datetime_complete is not None and t.datetime_complete <= cutoff]
 
 
+def time_split(trials, wall: float) -> str:
+    """Shares of the wall time: training, evaluating (rung subsets, the validation split, the test
+    set), and the rest (loading, planning, sampling, storage, model building)."""
+    train = sum(t.user_attrs.get("train_seconds", 0) for t in trials)
+    evaluate = sum(t.user_attrs.get("eval_seconds", 0) for t in trials)
+    return (f"training {train / wall:.0%}, evaluating {evaluate / wall:.0%}, "
+            f"overhead {max(0.0, wall - train - evaluate) / wall:.0%}")
+
+
 def run_seed(args, seed: int, folder: Path) -> dict:
     storage = f"sqlite:///{folder / f'side-{seed}.db'}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -58,6 +67,9 @@ def run_seed(args, seed: int, folder: Path) -> dict:
     for name in procs:
         trials = finished_by(storage, name, cutoff)
         done = [t for t in trials if t.state.name == "COMPLETE"]
+        if name == "ours":
+            split = time_split(finished_by(storage, name, dt.datetime.max), args.minutes * 60)
+            print(f"seed {seed}, ours: of {args.minutes:g} min, {split}")
         out[name] = {"trials": len(trials), "complete": len(done), "hv": hypervolume(trials),
                      "hv_test": hypervolume(trials, "test_acc"), "rc": procs[name].returncode,
                      "best": max((t.user_attrs.get("test_acc", 0) for t in done), default=0)}

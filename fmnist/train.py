@@ -70,6 +70,7 @@ class TrainResult:
     test_top5: float | None = None
     images_seen: int = 0
     train_seconds: float = 0.0
+    eval_seconds: float = 0.0        # validation at the evaluation points and the test set at the end
     stop_reason: str | None = None   # set when training stopped early (non-finite loss)
     device: str = ""
     precision: str = ""
@@ -169,6 +170,9 @@ def train(
     step_model = torch.compile(model) if compile else model
     model.to(device=device, memory_format=torch.channels_last).train()
     n = len(data.train)
+    if n < 2:
+        raise FmnistError(f"the training split holds {n} image(s); training needs at least 2 "
+                          f"(batch norm normalizes over a batch)")
     bs = min(spec.batch_size, n)
     steps_per_epoch = n // bs  # whole batches only: one shape for torch.compile, no BN on 1 sample
     total_images = steps_per_epoch * spec.epochs * bs
@@ -216,8 +220,10 @@ def train(
             if not math.isfinite(mean_loss):
                 result.stop_reason = f"non-finite loss ({mean_loss}) after {seen} images"
                 break
+            clock = time.perf_counter()
             val = (val_at.get(point) or data.val) if point < total_images else data.val
             val_acc = accuracy(predict(model, val.images, amp), val.labels) if len(val) else None
+            result.eval_seconds += time.perf_counter() - clock
             report = Report(round(seen / (steps_per_epoch * bs), 4), seen, mean_loss, val_acc)
             result.curve.append(report)
             result.val_acc = val_acc
@@ -229,9 +235,11 @@ def train(
     if on_report is not None and not result.stop_reason:
         on_report(result.curve[-1])  # the end of training, for observers; nothing left to stop
     if evaluate_test and not result.stop_reason:
+        clock = time.perf_counter()
         logits = predict(model, data.test.images, amp)
         result.test_acc = accuracy(logits, data.test.labels)
         result.test_top5 = accuracy(logits, data.test.labels, k=5)
+        result.eval_seconds += time.perf_counter() - clock
     return result
 
 

@@ -40,7 +40,9 @@ def save_weights(trial: optuna.Trial, model: torch.nn.Module, store: FileSystemA
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"trial-{trial.number}-weights.pt"
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
-        artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+        # A PyTorch state_dict (a zip archive); Python's mimetypes would call .pt a SNES page table.
+        artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
+                                      mimetype="application/octet-stream")
     trial.set_user_attr(WEIGHTS_ATTR, artifact_id)
     return artifact_id
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -42,6 +43,18 @@ def _int_at_least(lo: int):
 _positive_int = _int_at_least(1)
 
 
+def _int_range(lo: int, hi: int):
+    """An argparse type: an integer in [lo, hi]."""
+    at_least = _int_at_least(lo)
+
+    def parse(text: str) -> int:
+        value = at_least(text)
+        if value > hi:
+            raise argparse.ArgumentTypeError(f"must be at most {hi}, got {value}")
+        return value
+    return parse
+
+
 def _margin(text: str) -> float | None:
     """An accuracy margin in [0, 1], or 'off'."""
     if text.lower() == "off":
@@ -66,7 +79,8 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto",
                    help="auto|bf16|fp32 (auto: bf16 on CUDA and on CPUs with native bf16)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--seed", type=int, default=0, help="seed for the split, init, batches, augmentation")
+    p.add_argument("--seed", type=_int_range(0, 2**32 - 1), default=0,
+                   help="seed for the split, init, batches, augmentation (0 to 2**32-1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +184,9 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import optuna
+    # heartbeat_interval, TPE's group and metric names are marked experimental; we rely on them.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["search", *argv]  # `fmnist-search --trials 200 ...` is the search

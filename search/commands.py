@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import fmnist
 from fmnist.errors import FmnistError
 from fmnist.train import precision_name
 from space import ModelSpec, build, flops, param_count, zoo
+from space.sample import smallest
 
 from . import artifacts
 from . import study as studies
@@ -40,7 +42,10 @@ def load_dataset(args: argparse.Namespace) -> fmnist.FashionMNIST:
 
 
 def existing_study(args: argparse.Namespace):
-    """The study named by --study, which must exist in --storage."""
+    """The study named by --study, which must exist in --storage (a SQLite file is not created)."""
+    path = studies.sqlite_path(args.storage) if args.storage.startswith("sqlite") else None
+    if path is not None and not path.is_file():
+        raise FmnistError(f"--storage {args.storage}: no database at {path}")
     return studies.load_existing(studies.open_storage(args.storage), args.study)
 
 
@@ -56,11 +61,24 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
+def fast_kernels(device: torch.device) -> None:
+    """A process-wide switch, so the CLI sets it, not the library: batches have fixed shapes, so
+    cuDNN may try its kernels once and keep the fastest."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def train(args: argparse.Namespace) -> int:
     preset = zoo.preset(args.preset) if args.preset else None
     spec = preset.spec if preset else ModelSpec.from_file(args.spec)
     spec = with_overrides(spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    if spec.arch.num_classes != len(fmnist.CLASSES):
+        raise FmnistError(f"{args.spec}: arch.num_classes is {spec.arch.num_classes}; Fashion-MNIST has "
+                          f"{len(fmnist.CLASSES)} classes")
+    if args.save:
+        writable_folder(args.save)  # before training: a bad folder must not cost the trained model
     data = prepare_data(args)
+    fast_kernels(data.train.images.device)
     model = build(spec.arch, seed=args.seed)
     name = preset.name if preset else str(args.spec)
     print(f"{name}: {param_count(spec.arch):,} params, {flops(spec.arch) / 1e6:.1f} MFLOPs; "
@@ -96,6 +114,15 @@ def train(args: argparse.Namespace) -> int:
         save_trained(args.save, spec, model, result)
         print(f"saved to {args.save}")
     return 0 if not result.stop_reason else 1
+
+
+def writable_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FmnistError(f"--save {folder}: cannot create ({e.strerror or e})") from None
+    if not os.access(folder, os.W_OK):
+        raise FmnistError(f"--save {folder}: not writable")
 
 
 def save_trained(folder: Path, spec: ModelSpec, model: torch.nn.Module, result: fmnist.TrainResult) -> None:
@@ -147,15 +174,20 @@ def search(args: argparse.Namespace) -> int:
     if "acc" in objectives and args.val_size == 0:
         raise FmnistError("--val-size 0: the acc objective is validation accuracy, so selection needs "
                           "validation images (the test set is never used to choose)")
+    for limit, measure, name in ((args.max_params, param_count, "parameters"), (args.max_flops, flops, "FLOPs")):
+        least = measure(smallest(args.space))
+        if limit is not None and limit < least:
+            raise FmnistError(f"--max-{'params' if measure is param_count else 'flops'} {limit:,}: no candidate "
+                              f"fits; the {args.space} space's smallest model has {least:,} {name}")
     sampler = studies.make_sampler(args.sampler, args.seed)
     device = fmnist.pick_device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+    fast_kernels(device)
     storage = studies.open_storage(args.storage)
     existing = studies.check_study(storage, args.study, objectives)  # before the data: fail fast
     stored = existing.user_attrs.get(BUDGET_ATTR) if existing is not None else None
     data = prepare_data(args)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # we print our own line per trial
+    # We print our own line per trial; Optuna's warning for an interrupted trial carries a traceback.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     profile = plan_budget(args, device, data, stored)
     space = stored.get("space", "blocks") if stored else args.space
     study = studies.open_study(storage, args.study, objectives, sampler)
@@ -164,7 +196,7 @@ def search(args: argparse.Namespace) -> int:
                                           "val_images": len(data.val), "split_seed": args.seed, "space": space})
     config = SearchConfig(objectives=objectives, trials=args.trials, epochs=profile.epochs, space=space,
                           max_params=args.max_params, max_flops=args.max_flops,
-                          sample_max_flops=profile.max_flops,
+                          profile_max_flops=profile.max_flops,
                           timeout=None if args.timeout is None else max(1.0, args.timeout - (time.monotonic() - started)),
                           seed=args.seed, precision=args.precision, compile=args.compile,
                           pruner=args.pruner, prune_factor=args.prune_factor,

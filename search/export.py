@@ -28,7 +28,7 @@ from space import ModelSpec, build, flops, param_count
 from . import figures
 from .artifacts import load_weights, read_state_dict
 from .document import Document
-from .front import dominated_seeds, seed_points
+from .front import dominated_seeds, front, ours, seed_points
 from .study import OBJECTIVES
 
 TOLERANCE = 1e-3  # max |difference| of logits between PyTorch and the exported files
@@ -38,14 +38,16 @@ def select(study: optuna.Study, trials: Sequence[int] = (), max_params: int | No
            top: int | None = None, by: str = "acc") -> list[FrozenTrial]:
     """The trials to export: --trial numbers, else the --top K by an objective, else the front."""
     all_trials = study.get_trials(deepcopy=False)
-    finished = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    finished = [t for t in all_trials if t.state == TrialState.COMPLETE and ours(t)]
     if not finished:
-        raise FmnistError(f"study {study.study_name!r} has no finished trials to export")
+        raise FmnistError(f"study {study.study_name!r} has no finished trials of fmnist-search to export")
     if trials:
         chosen = []
         for n in trials:
             if not 0 <= n < len(all_trials):
                 raise FmnistError(f"--trial {n}: no such trial (the study has trials 0-{len(all_trials) - 1})")
+            if all_trials[n].state == TrialState.COMPLETE and not ours(all_trials[n]):
+                raise FmnistError(f"--trial {n}: not trained by fmnist-search (no spec recorded)")
             if all_trials[n].state != TrialState.COMPLETE:
                 raise FmnistError(f"--trial {n}: the trial is {all_trials[n].state.name.lower()}; "
                                   f"only finished trials can be exported")
@@ -60,7 +62,7 @@ def select(study: optuna.Study, trials: Sequence[int] = (), max_params: int | No
         sign = -1 if OBJECTIVES[by][0] == "maximize" else 1
         chosen = sorted(ranked, key=lambda t: (sign * t.user_attrs[key], t.number))[:top]
     else:
-        chosen = sorted(study.best_trials, key=lambda t: t.user_attrs["params"])
+        chosen = front(study)
     if max_params is not None:
         chosen = [t for t in chosen if t.user_attrs["params"] <= max_params]
         if not chosen:
@@ -267,7 +269,7 @@ def _pct(x: float | None) -> str:
 
 def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], results: list[dict]) -> None:
     finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.user_attrs.get("test_acc") is not None]
+                if t.user_attrs.get("test_acc") is not None and ours(t)]
     front_numbers = {t.number for t in study.best_trials}
     figures.front_plot(
         folder / "front.png",

@@ -30,9 +30,14 @@ def dominated_seeds(params: int, test_acc: float | None) -> list[str]:
     return [name for name, sp, sa in seed_points() if params <= sp and test_acc > sa]
 
 
+def ours(t: FrozenTrial) -> bool:
+    """A trial this tool trained: it carries the spec and its size (another tool's trials do not)."""
+    return "spec" in t.user_attrs and "params" in t.user_attrs and "flops" in t.user_attrs
+
+
 def front(study: optuna.Study) -> list[FrozenTrial]:
-    """Pareto-optimal finished trials (on the study's own objectives), smallest first."""
-    return sorted(study.best_trials, key=lambda t: (t.user_attrs.get("params", 0), t.number))
+    """Pareto-optimal finished trials (on the study's own objectives) that this tool trained, smallest first."""
+    return sorted((t for t in study.best_trials if ours(t)), key=lambda t: (t.user_attrs["params"], t.number))
 
 
 def _pct(x: float | None) -> str:
@@ -42,6 +47,10 @@ def _pct(x: float | None) -> str:
 def format_front(study: optuna.Study) -> str:
     members = front(study)
     if not members:
+        foreign = [t for t in study.best_trials if not ours(t)]
+        if foreign:
+            return (f"the front holds {len(foreign)} trial(s) not trained by fmnist-search (no spec or "
+                    f"parameter count recorded): nothing to show")
         return "no finished trials yet: the front is empty"
     rows, beaten = [], set()
     for t in members:
@@ -58,7 +67,21 @@ def format_front(study: optuna.Study) -> str:
     summary = f"the front dominates {len(beaten)} of {len(refs)} seed models (their reported accuracy, on test accuracy)"
     if missed:
         summary += "; not dominated: " + ", ".join(missed)
-    return f"{table}\n{summary}"
+    return "\n".join([table, summary, *seeds_trained_here(study)])
+
+
+def seeds_trained_here(study: optuna.Study) -> list[str]:
+    """Our own figure beside the reported one, for each seed model trained to the top rung here."""
+    reported = {p.name: p for p in zoo.PRESETS}
+    lines = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        name = t.user_attrs.get("preset")
+        if name in reported and t.user_attrs.get("test_acc") is not None:
+            p = reported[name]
+            said = "no figure" if p.reported_acc is None else f"{p.reported_acc:.2f}% ({p.reported_split})"
+            lines.append(f"{name} trained here to the top rung (trial {t.number}): test "
+                         f"{_pct(t.user_attrs['test_acc'])}; the seed reports {said}")
+    return lines
 
 
 def format_counts(study: optuna.Study) -> str:
@@ -78,7 +101,8 @@ def hypervolume(trials: Iterable[FrozenTrial], metric: str = "val_acc",
                 reference: tuple[float, int] = HV_REFERENCE) -> float:
     """Hypervolume of the finished ones among ``trials`` in (error, log10 params), both minimized."""
     points = [(1 - t.user_attrs[metric], math.log10(t.user_attrs["params"])) for t in trials
-              if t.state == TrialState.COMPLETE and t.user_attrs.get(metric) is not None]
+              if t.state == TrialState.COMPLETE and t.user_attrs.get(metric) is not None
+              and t.user_attrs.get("params")]
     return hypervolume_2d(points, (reference[0], math.log10(reference[1])))
 
 

@@ -64,6 +64,8 @@ def read_inputs(paths: Sequence[Path]) -> tuple[list[str], torch.Tensor]:
             with Image.open(path) as img:
                 img.load()
                 arrays.append(to_dataset_image(img)[None])
+        except Image.DecompressionBombError as e:
+            raise FmnistError(f"{path}: image too large to read safely ({e})") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise FmnistError(f"{path}: cannot decode as an image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
         names.append(str(path))

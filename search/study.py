@@ -11,7 +11,6 @@ import os
 import random
 import socket
 import time
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -22,8 +21,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from fmnist.errors import FmnistError
 
-# heartbeat_interval and TPE's group are marked experimental; we rely on them deliberately.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 DEFAULT_STORAGE = "sqlite:///studies/fmnist.db"
 DEFAULT_STUDY = "fmnist"

@@ -141,3 +141,24 @@ WARM_STARTS: tuple[dict[str, Any], ...] = tuple({**_ARCH, **_TRAIN, **arch} for 
     {"stages": 3, "width": 16, "depth": 2, "dropout": 0.1},
     {"stages": 2, "width": 16, "depth": 2, "head": "flatten", "dense_units": 64, "dropout": 0.2},
 ))
+
+
+# The least each space can build: one 8-filter 3x3 conv, no batch norm, a GAP head, no dense layer.
+_SMALLEST = {"stages": {"stages": 1, "width": 8, "widen": 1.0, "depth": 1, "kernel": 3, "bn": "off",
+                        "activation": "relu", "pool": "max", "dropout": 0.0, "head": "gap", "dense_units": 0},
+             "blocks": {"bn": "off", "activation": "relu", "n_convs": 1, "conv0_kernel": 3,
+                        "conv0_padding": "same", "conv0_pool": "none", "conv0_filters": 8, "conv0_dropout": 0.0,
+                        "n_dense": 0, "head": "gap"}}
+
+
+def smallest(space: str) -> ArchSpec:
+    """The architecture with the fewest parameters (and FLOPs) that ``space`` can sample."""
+    params = {**_SMALLEST[space], **_TRAIN, "aug_affine": 0.0, "aug_erase": 0.0}
+
+    class _Answer:  # a trial that answers from ``params``
+        def suggest_int(self, name, *args, **kwargs):
+            return params[name]
+
+        suggest_float = suggest_categorical = suggest_int
+
+    return sample(_Answer(), 1, space).arch

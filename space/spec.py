@@ -138,6 +138,8 @@ class ModelSpec:
             text = Path(path).read_text()
         except OSError as e:
             raise SpecError(f"{path}: cannot read ({e.strerror or e})") from None
+        except UnicodeDecodeError:
+            raise SpecError(f"{path}: not a text file (a spec is JSON)") from None
         try:
             return cls.from_json(text)
         except SpecError as e:

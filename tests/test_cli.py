@@ -77,3 +77,67 @@ def test_console_script_exits_2_without_traceback(tmp_path):
                            "--data-dir", str(tmp_path), "--no-download"], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1 and "Fashion-MNIST not found" in proc.stderr
+
+
+def _foreign_study(db):
+    """A study another tool made, with the same objectives and none of our attributes."""
+    import optuna
+    study = optuna.create_study(study_name="other", storage=f"sqlite:///{db}", directions=["maximize", "minimize"])
+    study.set_metric_names(["acc", "params"])
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), 1000.0), n_trials=3)
+
+
+def test_faults_a_user_can_meet_are_one_line_and_lose_nothing(synth_dir, tmp_path, capsys):
+    from PIL import Image
+    import numpy as np
+    spec5 = tmp_path / "five.json"
+    spec5.write_text(json.dumps({"arch": {"convs": [{"filters": 4, "pool": "max"}], "num_classes": 5}}))
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(bytes(range(256)) * 4)
+    bomb = tmp_path / "huge.png"
+    Image.fromarray(np.zeros((200, 200), np.uint8)).save(bomb)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")
+    foreign = tmp_path / "foreign.db"
+    _foreign_study(foreign)
+    data = ["--data-dir", str(synth_dir)]
+    store = ["--storage", f"sqlite:///{tmp_path / 's.db'}", "--quiet"]
+    model = tmp_path / "model"
+    assert main(["train", "--preset", "seed000-cnn2pooling2fully1-d", *data, "--val-size", "100", "--epochs", "1",
+                 "--quiet", "--save", str(model)]) == 0
+    capsys.readouterr()
+    cases = [
+        (["search", *store, "--seed", "-1", *data], "--seed: must be at least 0"),
+        (["search", *store, "--seed", str(2**70), *data], "--seed: must be at most 4294967295"),
+        (["train", "--preset", "seed003", "--seed", "-1", *data], "--seed: must be at least 0"),
+        (["search", "--storage", "sqlite://", *data], "in-memory SQLite"),
+        (["search", "--storage", "sqlite:///:memory:", *data], "in-memory SQLite"),
+        (["search", *store, "--study", "", *data], "the name is empty"),
+        (["search", *store, "--study", "x" * 10_000, *data], "10,000 characters"),
+        (["search", *store, "--val-size", "0", *data], "--val-size 0"),
+        (["search", *store, "--max-params", "1", *data], "no candidate fits; the stages space's smallest model has 170"),
+        (["train", "--spec", str(spec5), *data, "--quiet"], "num_classes is 5"),
+        (["train", "--spec", str(binary), *data, "--quiet"], "not a text file"),
+        (["train", "--preset", "seed003", *data, "--val-size", "100", "--train-subset", "1", "--quiet"],
+         "at least 2"),
+        (["train", "--preset", "seed003", *data, "--save", str(blocker / "run"), "--quiet"], "--save"),
+        (["show", "--storage", f"sqlite:///{tmp_path / 'typo.db'}"], "no database at"),
+        (["export-best", "--storage", f"sqlite:///{foreign}", "--study", "other", "--out", str(tmp_path / "o"), *data],
+         "no finished trials of fmnist-search"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 2, argv
+        err = [e for e in capsys.readouterr().err.strip().splitlines() if not e.startswith("notice:")]
+        assert len(err) == 1 and err[0].startswith("fmnist-search: error:") and expected in err[0], (argv, err)
+    assert not (tmp_path / "typo.db").exists() and not (tmp_path / "s.db").exists()
+    assert blocker.read_text() == "mine"
+    from PIL import Image as PILImage
+    limit = PILImage.MAX_IMAGE_PIXELS
+    try:
+        PILImage.MAX_IMAGE_PIXELS = 100  # a 200x200 image is then over twice the limit: a "bomb"
+        assert main(["predict", "--model", str(model), str(bomb)]) == 2
+        assert "too large to read safely" in _one_error_line(capsys)
+    finally:
+        PILImage.MAX_IMAGE_PIXELS = limit
+    assert main(["show", "--storage", f"sqlite:///{foreign}", "--study", "other"]) == 0
+    assert "not trained by fmnist-search" in capsys.readouterr().out
