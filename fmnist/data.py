@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import idx
-from .errors import DataError, FmnistError
+from .errors import DataError, FmnistError, first_line
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -144,7 +144,7 @@ def _download(root: Path) -> dict[str, Path] | None:
         for train in (True, False):
             torchvision.datasets.FashionMNIST(str(root), train=train, download=True)
     except Exception as e:  # any failure here means: no files, tell the user where to put them
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         raise DataError(_where_to_put_files(root, f"download failed: {reason}")) from None
     finally:
         socket.setdefaulttimeout(previous)

@@ -11,3 +11,9 @@ class DataError(FmnistError):
 
 class SpecError(FmnistError, ValueError):
     """A spec is invalid; the message names the field (``convs[2].filters: ...``)."""
+
+
+def first_line(e: BaseException) -> str:
+    """An exception as one line for a user: the first line of its message, else its type's name."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -14,7 +14,7 @@ import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, first_line
 
 WEIGHTS_ATTR = "weights_artifact"
 
@@ -39,10 +39,18 @@ def open_store(folder: Path) -> FileSystemArtifactStore:
 def save_weights(trial: optuna.Trial, model: torch.nn.Module, store: FileSystemArtifactStore) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"trial-{trial.number}-weights.pt"
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+        try:
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+        except (OSError, RuntimeError) as e:  # a full disk: torch's writer says basic_ios::clear
+            raise FmnistError(f"trial {trial.number}: cannot write its weights ({first_line(e)}); "
+                              f"is the disk full?") from None
         # A PyTorch state_dict (a zip archive); Python's mimetypes would call .pt a SNES page table.
-        artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
-                                      mimetype="application/octet-stream")
+        try:
+            artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
+                                          mimetype="application/octet-stream")
+        except OSError as e:
+            raise FmnistError(f"trial {trial.number}: cannot store its weights in the artifact folder "
+                              f"({first_line(e)})") from None
     trial.set_user_attr(WEIGHTS_ATTR, artifact_id)
     return artifact_id
 
@@ -52,8 +60,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FmnistError(f"{path}: not a readable weights file ({first})") from None
+        raise FmnistError(f"{path}: not a readable weights file ({first_line(e)})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise FmnistError(f"{path}: not a state_dict of tensors")
     return state

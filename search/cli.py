@@ -5,19 +5,19 @@ Exit 0 on success, 2 on bad input (one line naming the problem, no traceback), 1
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Sequence
 
-from fmnist.errors import FmnistError
-
-from . import commands
+from fmnist.errors import FmnistError, first_line
+from fmnist.train import DEVICES, PRECISIONS
 from space.sample import SPACES
 
+from . import commands
 from .prune import PRUNERS
-
-SUBCOMMANDS = ("search", "show", "train", "presets", "export-best", "predict")
+from .study import SAMPLERS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,9 +75,9 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-size", type=_int_at_least(0), default=10_000,
                    help="validation images held out of the 60k training set (default 10000)")
     p.add_argument("--train-subset", type=_positive_int, help="train on this many images only (stratified)")
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda (default auto)")
-    p.add_argument("--precision", default="auto",
-                   help="auto|bf16|fp32 (auto: bf16 on CUDA and on CPUs with native bf16)")
+    p.add_argument("--device", default="auto", choices=DEVICES, help="default auto: a GPU when there is one")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="default auto: bf16 on CUDA and on CPUs with native bf16")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--seed", type=_int_range(0, 2**32 - 1), default=0,
                    help="seed for the split, init, batches, augmentation (0 to 2**32-1)")
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(enqueued seeds and free skips come on top; default 100)")
     s.add_argument("--objective", default="acc,params",
                    help="comma-separated: acc (validation accuracy), params, flops, latency (default acc,params)")
-    s.add_argument("--sampler", default="tpe", help="tpe (multivariate; default) | nsga2 | random")
+    s.add_argument("--sampler", default="tpe", choices=SAMPLERS, help="default tpe (multivariate)")
     s.add_argument("--no-enqueue-seeds", dest="enqueue_seeds", action="store_false",
                    help="do not queue the seed models as candidates (cheapest first, pruned like any other)")
     s.add_argument("--space", default="stages", choices=SPACES,
@@ -185,6 +185,7 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     import optuna
+    import sqlalchemy
     # heartbeat_interval, TPE's group and metric names are marked experimental; we rely on them.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -196,9 +197,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FmnistError as e:
         print(f"fmnist-search: error: {e}", file=sys.stderr)
         return 2
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as e:
+        # The database failed under a running command (full disk, a file made read-only, a server
+        # gone): what was committed before stays; say so in one line.
+        cause = e.__cause__ or e
+        print(f"fmnist-search: error: the study's storage failed ({first_line(cause)}); trials finished "
+              f"before this are kept", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("fmnist-search: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

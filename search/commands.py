@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -22,7 +23,7 @@ from . import artifacts
 from . import study as studies
 from .front import format_counts, format_front
 from .progress import Progress
-from .report import format_table
+from .report import format_table, pct
 from .run import (Profile, Search, SearchConfig, enqueue_seeds, enqueue_warm_starts, pick_profile,
                   reference_rate)
 
@@ -56,9 +57,6 @@ def prepare_data(args: argparse.Namespace) -> fmnist.Splits:
     ds = load_dataset(args)
     return fmnist.make_splits(ds, args.val_size, args.seed, args.train_subset).to(device)
 
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
 
 
 def fast_kernels(device: torch.device) -> None:
@@ -94,7 +92,7 @@ def train(args: argparse.Namespace) -> int:
             bar.refresh()
 
     def on_report(r: fmnist.Report) -> None:
-        tqdm.write(f"epoch {r.epoch:g}: train loss {r.train_loss:.4f}, val acc {_pct(r.val_acc)}",
+        tqdm.write(f"epoch {r.epoch:g}: train loss {r.train_loss:.4f}, val acc {pct(r.val_acc)}",
                    file=sys.stdout)
 
     result = fmnist.train(model, data, spec.train, seed=args.seed, precision=args.precision,
@@ -103,9 +101,9 @@ def train(args: argparse.Namespace) -> int:
     if result.stop_reason:
         print(f"stopped: {result.stop_reason}")
     rows = [["params", f"{param_count(spec.arch):,}"],
-            ["validation acc", _pct(result.val_acc)],
-            ["test acc", _pct(result.test_acc)],
-            ["test top-5", _pct(result.test_top5)],
+            ["validation acc", pct(result.val_acc)],
+            ["test acc", pct(result.test_acc)],
+            ["test top-5", pct(result.test_top5)],
             ["images/s", f"{result.images_per_s:,.0f} ({result.device}, {result.precision})"]]
     if preset and preset.reported_acc is not None:
         rows.append([f"seed {preset.seed} reported", f"{preset.reported_acc:.2f}% ({preset.reported_split})"])
@@ -154,8 +152,26 @@ def presets(args: argparse.Namespace) -> int:
 BUDGET_ATTR = "budget"  # study user attribute: what every trial of the study is trained with
 
 
+# An average trial costs about this fraction of a top-rung training: most stop at the first rung
+# (measured: 3.6M images over 125 trials with a 150k-image top rung, docs/benchmarks.md).
+TRIAL_SHARE_OF_TOP = 1 / 5
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def estimate(trials: int, top_images: int, rate: float) -> str:
+    """A rough duration of a study without --timeout, said up front."""
+    study = trials * top_images * TRIAL_SHARE_OF_TOP / rate
+    return (f"estimate: one top-rung training of a mid-sized net takes about {duration(top_images / rate)} "
+            f"here; {trials} trials take roughly {duration(study)} (most stop at a low rung; --timeout bounds it)")
+
+
 def plan_budget(args: argparse.Namespace, device: torch.device, data: fmnist.Splits,
-                stored: dict | None) -> Profile:
+                stored: dict | None, rate: Callable[[], float]) -> Profile:
     """The study's stored budget when it has one (a rerun or another worker keeps it), else a new
     one: --epochs, or sized to --timeout by a brief measurement, or the device's default."""
     if stored:
@@ -163,8 +179,7 @@ def plan_budget(args: argparse.Namespace, device: torch.device, data: fmnist.Spl
             raise FmnistError(f"--epochs {args.epochs}: study {args.study!r} trains every trial for "
                               f"{stored['epochs']} epochs; use another --study for another budget")
         return dataclasses.replace(pick_profile(device), epochs=stored["epochs"])
-    return pick_profile(device, args.epochs, args.timeout, len(data.train),
-                        rate=lambda: reference_rate(data, args.precision, args.seed))
+    return pick_profile(device, args.epochs, args.timeout, len(data.train), rate=rate)
 
 
 def search(args: argparse.Namespace) -> int:
@@ -188,7 +203,14 @@ def search(args: argparse.Namespace) -> int:
     data = prepare_data(args)
     # We print our own line per trial; Optuna's warning for an interrupted trial carries a traceback.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    profile = plan_budget(args, device, data, stored)
+    measured: list[float] = []
+
+    def rate() -> float:  # measured once, and only when needed
+        if not measured:
+            measured.append(reference_rate(data, args.precision, args.seed))
+        return measured[0]
+
+    profile = plan_budget(args, device, data, stored, rate)
     space = stored.get("space", "blocks") if stored else args.space
     study = studies.open_study(storage, args.study, objectives, sampler)
     if BUDGET_ATTR not in study.user_attrs:
@@ -206,6 +228,8 @@ def search(args: argparse.Namespace) -> int:
     runner = Search(study, config, data, progress=Progress(enabled=not args.quiet), store=store)
     print(profile.describe(len(data.train), len(data.val), runner.rungs if args.pruner != "none" else [])
           + f"; space {space}; {device}, {precision_name(fmnist.pick_precision(device, args.precision))}")
+    if args.timeout is None:
+        print(estimate(max(0, args.trials - runner.done()), len(data.train) * profile.epochs, rate()))
     reclaimed = studies.reclaim_orphans(study, storage)
     if reclaimed:
         print(f"trials {', '.join(map(str, reclaimed))} were left running by a process that is gone: "

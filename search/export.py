@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +29,7 @@ from space import ModelSpec, build, flops, param_count
 from . import figures
 from .artifacts import load_weights, read_state_dict
 from .document import Document
+from .report import pct
 from .front import dominated_seeds, front, ours, seed_points
 from .study import OBJECTIVES
 
@@ -193,13 +195,20 @@ def write_model_files(folder: Path, spec: ModelSpec, model: torch.nn.Module, exa
 
 
 def retrain(spec: ModelSpec, ds: fmnist.FashionMNIST, device: torch.device, epochs: int | None, seed: int,
-            precision: str) -> tuple[torch.nn.Module, ModelSpec]:
-    """The architecture trained again on all 60k training images with its tuned settings."""
+            precision: str, log: Callable[[str], None] = print) -> tuple[torch.nn.Module, ModelSpec]:
+    """The architecture trained again on all 60k training images with its tuned settings; one
+    line per epoch, since this can take long."""
     if epochs:
         spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=epochs))
     data = fmnist.make_splits(ds, val_size=0, seed=seed).to(device)
     model = build(spec.arch, seed=seed)
-    fmnist.train(model, data, spec.train, seed=seed, precision=precision, evaluate_test=False)
+    started = time.monotonic()
+
+    def progress(r: fmnist.Report) -> None:
+        left = (spec.train.epochs - r.epoch) * (time.monotonic() - started) / max(r.epoch, 1e-9)
+        log(f"  epoch {r.epoch:g} of {spec.train.epochs}: train loss {r.train_loss:.4f}, about {left / 60:.0f} min left")
+
+    fmnist.train(model, data, spec.train, seed=seed, precision=precision, evaluate_test=False, on_report=progress)
     return model, spec
 
 
@@ -231,7 +240,7 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
             before = t.user_attrs.get("test_acc")
             if options.retrain:
                 log(f"trial {t.number}: retraining on all {len(ds.train):,} training images ...")
-                model, spec = retrain(spec, ds, options.device, options.epochs, options.seed, options.precision)
+                model, spec = retrain(spec, ds, options.device, options.epochs, options.seed, options.precision, log)
             else:
                 model = build(spec.arch)
                 model.load_state_dict(weights[t.number])
@@ -263,9 +272,6 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
     return results
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
-
 
 def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], results: list[dict]) -> None:
     finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -284,21 +290,21 @@ def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], r
     doc.image("front.png", "test accuracy against parameters: trials, front, exported models, seed models")
     doc.heading("Exported models")
     doc.table(["model", "params", "MFLOPs", "val acc", "test acc", "top-5", "seed models dominated"],
-              [[folder_name(t), f"{m['params']:,}", f"{m['flops'] / 1e6:.2f}", _pct(m["val_acc"]),
-                _pct(m["test_acc"]), _pct(m["test_top5"]), ", ".join(m["seeds_dominated"]) or "none"]
+              [[folder_name(t), f"{m['params']:,}", f"{m['flops'] / 1e6:.2f}", pct(m["val_acc"]),
+                pct(m["test_acc"]), pct(m["test_top5"]), ", ".join(m["seeds_dominated"]) or "none"]
                for t, m in zip(chosen, results)])
     doc.paragraph("A model dominates a seed model when it has no more parameters than the seed reports "
                   "and a higher test accuracy than the seed's reported accuracy.")
     for t, m in zip(chosen, results):
         name = folder_name(t)
         doc.heading(name)
-        line = f"{m['params']:,} parameters; validation {_pct(m['val_acc'])}, test {_pct(m['test_acc'])}"
+        line = f"{m['params']:,} parameters; validation {pct(m['val_acc'])}, test {pct(m['test_acc'])}"
         if m["retrained"]:
             line += (f"; retrained on all training images for {m['retrained']['epochs']} epochs "
-                     f"(test before {_pct(m['retrained']['test_acc_before'])})")
+                     f"(test before {pct(m['retrained']['test_acc_before'])})")
         doc.paragraph(line + ".")
         doc.table(["class", "precision", "recall"],
-                  [[c, _pct(v["precision"]), _pct(v["recall"])] for c, v in m["per_class"].items()])
+                  [[c, pct(v["precision"]), pct(v["recall"])] for c, v in m["per_class"].items()])
         doc.image(f"{name}/confusion.png", f"{name} confusion matrix")
         doc.image(f"{name}/curve.png", f"{name} learning curve")
     (folder / "report.md").write_text(doc.markdown())

@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 from space import zoo
 
 from .pareto import hypervolume_2d
-from .report import format_table
+from .report import format_table, pct
 
 
 def seed_points() -> list[tuple[str, int, float]]:
@@ -40,9 +40,6 @@ def front(study: optuna.Study) -> list[FrozenTrial]:
     return sorted((t for t in study.best_trials if ours(t)), key=lambda t: (t.user_attrs["params"], t.number))
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
-
 
 def format_front(study: optuna.Study) -> str:
     members = front(study)
@@ -58,7 +55,7 @@ def format_front(study: optuna.Study) -> str:
         seeds = dominated_seeds(a["params"], a.get("test_acc"))
         beaten.update(seeds)
         rows.append([str(t.number), a.get("preset", ""), f"{a['params']:,}", f"{a['flops'] / 1e6:.2f}",
-                     _pct(a.get("val_acc")), _pct(a.get("test_acc")), f"{a.get('epochs_run', 0):g}",
+                     pct(a.get("val_acc")), pct(a.get("test_acc")), f"{a.get('epochs_run', 0):g}",
                      str(len(seeds))])
     table = format_table(["trial", "preset", "params", "MFLOPs", "val acc", "test acc", "epochs",
                           "seeds dominated"], rows)
@@ -80,7 +77,7 @@ def seeds_trained_here(study: optuna.Study) -> list[str]:
             p = reported[name]
             said = "no figure" if p.reported_acc is None else f"{p.reported_acc:.2f}% ({p.reported_split})"
             lines.append(f"{name} trained here to the top rung (trial {t.number}): test "
-                         f"{_pct(t.user_attrs['test_acc'])}; the seed reports {said}")
+                         f"{pct(t.user_attrs['test_acc'])}; the seed reports {said}")
     return lines
 
 

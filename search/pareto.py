@@ -11,11 +11,6 @@ def dominates(a: Point, b: Point) -> bool:
     return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
 
 
-def front_indices(points: Sequence[Point]) -> list[int]:
-    """Indices of the non-dominated points."""
-    return [i for i, p in enumerate(points) if not any(dominates(q, p) for q in points)]
-
-
 def nondominated_ranks(points: Sequence[Point]) -> list[int]:
     """0 for the front, 1 for the front of the rest, and so on (non-dominated sorting)."""
     ranks = [-1] * len(points)

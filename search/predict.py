@@ -10,7 +10,7 @@ import torch
 
 from fmnist import idx
 from fmnist.data import IMAGE_SIZE
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, first_line
 from space import ModelSpec, build
 
 from .artifacts import read_state_dict
@@ -28,7 +28,7 @@ def load_model(folder: Path) -> torch.nn.Module:
         model.load_state_dict(read_state_dict(weights_path))
     except RuntimeError as e:
         raise FmnistError(f"{weights_path}: weights do not fit {spec_path.name} "
-                          f"({str(e).splitlines()[0]})") from None
+                          f"({first_line(e)})") from None
     return model.eval()
 
 
@@ -67,6 +67,6 @@ def read_inputs(paths: Sequence[Path]) -> tuple[list[str], torch.Tensor]:
         except Image.DecompressionBombError as e:
             raise FmnistError(f"{path}: image too large to read safely ({e})") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise FmnistError(f"{path}: cannot decode as an image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+            raise FmnistError(f"{path}: cannot decode as an image ({first_line(e)})") from None
         names.append(str(path))
     return names, torch.from_numpy(np.concatenate(arrays))

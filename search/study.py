@@ -19,7 +19,7 @@ import sqlalchemy
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, first_line
 
 
 DEFAULT_STORAGE = "sqlite:///studies/fmnist.db"
@@ -71,12 +71,8 @@ def retry(study: optuna.Study, trial: FrozenTrial) -> None:
 # PostgreSQL type (IntegrityError), Optuna's wrapper of those, or its version check reading a
 # revision not stamped yet (AssertionError). Told apart by type, not by message: each is retried,
 # and the next attempt checks what the winner has made. A bad URL or a missing driver is not.
-SCHEMA_RACE = (sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError, AssertionError)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+SCHEMA_RACE = (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError,
+               optuna.exceptions.StorageInternalError, AssertionError)  # not DatabaseError: a corrupt file
 
 
 def open_storage(url: str) -> RDBStorage:
@@ -104,9 +100,9 @@ def open_storage(url: str) -> RDBStorage:
             if attempt + 1 < SCHEMA_ATTEMPTS:
                 time.sleep(min(2.0, 0.1 * 2 ** attempt) * (0.5 + rng.random()))
                 continue
-            raise FmnistError(f"--storage {url}: cannot open ({_first_line(e)})") from None
+            raise FmnistError(f"--storage {url}: cannot open ({first_line(e)})") from None
         except Exception as e:  # sqlalchemy's URL and driver errors, Optuna's version check: cannot open
-            raise FmnistError(f"--storage {url}: cannot open ({_first_line(e)})") from None
+            raise FmnistError(f"--storage {url}: cannot open ({first_line(e)})") from None
     raise AssertionError("unreachable")
 
 

@@ -133,7 +133,8 @@ def test_retrain_reports_test_accuracy_before_and_after(study_db, synth_dir, tmp
     m = json.loads((tmp_path / "r" / f"trial-{best.number}" / "metrics.json").read_text())
     assert m["retrained"]["epochs"] == 1 and m["retrained"]["test_acc_before"] == best.user_attrs["test_acc"]
     assert m["retrained"]["test_acc_after"] == m["test_acc"]
-    assert "before retraining" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "before retraining" in out and "epoch 1 of 1: train loss" in out  # progress while it retrains
 
 
 def test_predict_on_a_generated_png_and_an_idx_file(exported, study_db, synth_dir, tmp_path, capsys):

@@ -8,7 +8,7 @@ from optuna.trial import TrialState
 
 from fmnist import Report
 from search.cli import main
-from search.pareto import dominates, front_indices, hypervolume_2d, nondominated_ranks
+from search.pareto import dominates, hypervolume_2d, nondominated_ranks
 from search.prune import Entry, ParetoPruner, decide, rung_images, rung_val_size
 
 
@@ -165,7 +165,7 @@ def test_a_study_with_the_pareto_pruner_ends_with_pruned_trials_and_reasons(synt
 def test_pareto_helpers():
     assert dominates((1, 1), (1, 2)) and not dominates((1, 1), (1, 1)) and not dominates((0, 3), (1, 2))
     pts = [(1, 3), (2, 2), (3, 1), (2.5, 2.5)]
-    assert front_indices(pts) == [0, 1, 2] and nondominated_ranks(pts) == [0, 0, 0, 1]
+    assert nondominated_ranks(pts) == [0, 0, 0, 1]
     assert hypervolume_2d(pts, (4, 4)) == pytest.approx(6.0)
     assert hypervolume_2d([(5, 5)], (4, 4)) == 0.0
 

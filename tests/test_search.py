@@ -417,3 +417,44 @@ def test_a_search_without_validation_images_is_refused_at_once(synth_dir, tmp_pa
                  "--trials", "2", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--val-size 0" in err[0] and not (tmp_path / "v.db").exists()
+
+
+def test_the_duration_of_a_study_is_estimated_up_front():
+    from search.commands import estimate
+    line = estimate(200, 750_000, 5000.0)  # 150 s per top rung; 200 trials of a fifth of it each
+    assert "about 150 s" not in line and "about 2 min" in line and "roughly 1.7 h" in line
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB tmpfs (needs the right to mount, as root in CI's sandbox; skipped elsewhere)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (not root, or no mount in this sandbox)")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_full_disk_mid_study_is_one_line_and_keeps_what_was_finished(small_disk, synth_dir, capsys):
+    db = small_disk / "full.db"
+    assert run(synth_dir, db, "--trials", "1", "--no-enqueue-seeds") == 0
+    before = {t.number: t.values for t in load(db).trials if t.state == TrialState.COMPLETE}
+    assert before
+    with open(small_disk / "filler", "wb") as f:  # take every byte that is left
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    capsys.readouterr()
+    assert run(synth_dir, db, "--trials", "4", "--no-enqueue-seeds") == 2
+    err = [e for e in capsys.readouterr().err.strip().splitlines() if not e.startswith("notice:")]
+    assert len(err) == 1 and err[0].startswith("fmnist-search: error:"), err
+    (small_disk / "filler").unlink()
+    study = load(db)
+    assert {t.number: t.values for t in study.trials if t.number in before} == before
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING] or run(
+        synth_dir, db, "--trials", "2", "--no-enqueue-seeds") == 0  # a rerun reclaims what the fault left
+    assert not [t for t in load(db).trials if t.state == TrialState.RUNNING]
