@@ -49,6 +49,20 @@ def pick_precision(device: torch.device, precision: str = "auto") -> torch.dtype
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a new model on ``device`` (None where it cannot be told)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def precision_name(amp: torch.dtype | None) -> str:
     return "fp32" if amp is None else str(amp).replace("torch.", "")
 

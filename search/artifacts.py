@@ -28,15 +28,23 @@ def artifact_dir(storage_url: str, explicit: str | None = None) -> Path:
     return Path("studies") / "artifacts"
 
 
-def open_store(folder: Path) -> FileSystemArtifactStore:
+class WeightsStore(FileSystemArtifactStore):
+    """Optuna's file-system artifact store, knowing its folder (to tidy up after a failed write)."""
+
+    def __init__(self, folder: Path):
+        super().__init__(str(folder))
+        self.folder = Path(folder)
+
+
+def open_store(folder: Path) -> WeightsStore:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise FmnistError(f"--artifact-dir {folder}: cannot create ({e.strerror or e})") from None
-    return FileSystemArtifactStore(str(folder))
+    return WeightsStore(folder)
 
 
-def save_weights(trial: optuna.Trial, model: torch.nn.Module, store: FileSystemArtifactStore) -> str:
+def save_weights(trial: optuna.Trial, model: torch.nn.Module, store: WeightsStore) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"trial-{trial.number}-weights.pt"
         try:
@@ -45,10 +53,13 @@ def save_weights(trial: optuna.Trial, model: torch.nn.Module, store: FileSystemA
             raise FmnistError(f"trial {trial.number}: cannot write its weights ({first_line(e)}); "
                               f"is the disk full?") from None
         # A PyTorch state_dict (a zip archive); Python's mimetypes would call .pt a SNES page table.
+        before = set(store.folder.iterdir())
         try:
             artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
                                           mimetype="application/octet-stream")
         except OSError as e:
+            for partial in set(store.folder.iterdir()) - before:  # only what this upload began to write
+                partial.unlink(missing_ok=True)
             raise FmnistError(f"trial {trial.number}: cannot store its weights in the artifact folder "
                               f"({first_line(e)})") from None
     trial.set_user_attr(WEIGHTS_ATTR, artifact_id)

@@ -25,7 +25,7 @@ from .front import format_counts, format_front
 from .progress import Progress
 from .report import format_table, pct
 from .run import (Profile, Search, SearchConfig, enqueue_seeds, enqueue_warm_starts, pick_profile,
-                  reference_rate)
+                  reference_rate, too_big)
 
 
 def with_overrides(spec: ModelSpec, **overrides) -> ModelSpec:
@@ -77,6 +77,9 @@ def train(args: argparse.Namespace) -> int:
         writable_folder(args.save)  # before training: a bad folder must not cost the trained model
     data = prepare_data(args)
     fast_kernels(data.train.images.device)
+    big = too_big(spec.arch, min(spec.train.batch_size, len(data.train)), data.train.images.device)
+    if big:
+        raise FmnistError(f"{args.preset or args.spec}: too large to train here: {big}")
     model = build(spec.arch, seed=args.seed)
     name = preset.name if preset else str(args.spec)
     print(f"{name}: {param_count(spec.arch):,} params, {flops(spec.arch) / 1e6:.1f} MFLOPs; "

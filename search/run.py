@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import fmnist
 from fmnist.errors import SpecError
-from space import ModelSpec, build, flops, param_count, zoo
+from space import ModelSpec, build, flops, param_count, training_bytes, zoo
 from space.sample import WARM_STARTS, sample
 
 from . import study as studies
@@ -122,6 +122,18 @@ def enqueue_warm_starts(study: optuna.Study) -> int:
     return queued
 
 
+MEMORY_SHARE = 0.8  # of the memory free now: the rest is left to the data set, the allocator and the system
+
+
+def too_big(arch, batch_size: int, device: torch.device) -> str | None:
+    """Why training ``arch`` would not fit in memory here (from the spec, before allocating)."""
+    need, free = training_bytes(arch, batch_size), fmnist.available_memory(device)
+    if free is None or need <= MEMORY_SHARE * free:
+        return None
+    return (f"needs about {need / 2**30:.1f} GiB to train at batch {batch_size} "
+            f"(estimated from the spec), {free / 2**30:.1f} GiB free on {device}")
+
+
 class Skip(optuna.TrialPruned):
     """A candidate not trained: invalid, over budget, or a duplicate. Costs nothing."""
 
@@ -194,6 +206,9 @@ class Search:
             # A seed skipped here loses nothing: the front is compared with its reported figures.
             self.skip(trial, f"over the profile's {cfg.profile_max_flops / 1e6:g} MFLOPs "
                              f"({n_flops / 1e6:.1f}; --max-flops to change)")
+        big = too_big(arch, min(spec.train.batch_size, len(self.data.train)), self.data.train.images.device)
+        if big:
+            self.skip(trial, f"too large for this machine: {big}")
         dup = self.duplicate_of(spec_json, trial.number)
         if dup is not None:
             self.skip(trial, f"duplicate of trial {dup}")

@@ -40,3 +40,27 @@ def param_count(arch: ArchSpec) -> int:
 
 def flops(arch: ArchSpec) -> int:
     return 2 * sum(m for _, m in _layers(arch))
+
+
+def activations(arch: ArchSpec) -> int:
+    """Activation values one image keeps for the backward pass: the output of every conv, norm,
+    activation, pool and linear layer (an upper bound: some are freed or fused)."""
+    shapes = feature_shapes(arch)
+    total = shapes[0][0] * shapes[0][1] ** 2
+    for block, (cin, side) in zip(arch.convs, shapes):
+        if block.reduce:
+            total += 2 * block.reduce * side * side  # conv, activation
+        out_side = conv_out(side, block)
+        total += (2 + (block.bn != "off") + bool(block.dropout)) * block.filters * out_side * out_side
+        if block.pool != "none":
+            total += block.filters * (out_side // 2) ** 2
+    for layer in arch.dense:
+        total += (2 + (layer.bn != "off") + bool(layer.dropout)) * layer.units
+    return total + arch.num_classes
+
+
+def training_bytes(arch: ArchSpec, batch_size: int) -> int:
+    """Memory to train ``arch`` at ``batch_size``, estimated from the spec in fp32: weights,
+    gradients and two optimizer moments (4 copies of the parameters), and the activations of a
+    batch kept for the backward pass, with their gradients (twice)."""
+    return 4 * (4 * param_count(arch) + 2 * batch_size * activations(arch))

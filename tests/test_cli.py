@@ -141,3 +141,27 @@ def test_faults_a_user_can_meet_are_one_line_and_lose_nothing(synth_dir, tmp_pat
         PILImage.MAX_IMAGE_PIXELS = limit
     assert main(["show", "--storage", f"sqlite:///{foreign}", "--study", "other"]) == 0
     assert "not trained by fmnist-search" in capsys.readouterr().out
+    # A search continuing it: its trials stay, ours are added beside them.
+    assert main(["search", "--storage", f"sqlite:///{foreign}", "--study", "other", *data, "--val-size", "100",
+                 "--epochs", "1", "--trials", "4", "--quiet", "--no-enqueue-seeds", "--no-warm-start",
+                 "--max-flops", "3000000"]) == 0
+    import optuna
+    trials = optuna.load_study(study_name="other", storage=f"sqlite:///{foreign}").trials
+    assert [t.params for t in trials[:3]] == [t.params for t in trials[:3] if "x" in t.params]
+    assert any("spec" in t.user_attrs for t in trials[3:])
+
+
+def test_a_model_too_large_for_memory_is_refused_from_its_spec_before_allocating(synth_dir, tmp_path, capsys):
+    from space import ArchSpec, ConvBlock, DenseLayer, training_bytes
+    huge = ArchSpec(convs=(ConvBlock(4096), ConvBlock(4096)), dense=(DenseLayer(65536),))  # ~842 GB of weights
+    assert training_bytes(huge, 256) > 2**40  # 210G parameters x 16 bytes: over 3 TB
+    small = zoo.get("seed003")
+    assert 100 * 2**20 < training_bytes(small.arch, small.train.batch_size) < 4 * 2**30
+    path = tmp_path / "huge.json"
+    path.write_text(ModelSpec(huge).to_json())
+    assert main(["train", "--spec", str(path), "--data-dir", str(synth_dir), "--val-size", "100", "--quiet"]) == 2
+    err = [e for e in capsys.readouterr().err.strip().splitlines() if not e.startswith("notice:")]
+    assert len(err) == 1 and "too large to train here: needs about" in err[0] and "GiB free" in err[0]
+    from search.run import too_big
+    assert too_big(huge, 256, torch.device("cpu")).startswith("needs about")  # the search skips it, free
+    assert too_big(small.arch, 256, torch.device("cpu")) is None

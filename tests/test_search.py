@@ -226,10 +226,13 @@ def test_a_lost_race_to_create_the_tables_is_retried(tmp_path, monkeypatch):
 
 
 OPENER = """
-import sys, time
+import os, sys, time
+from pathlib import Path
 from search.study import open_storage
-start = float(sys.argv[2])
-time.sleep(max(0.0, start - time.time()))  # every process opens the new database at the same instant
+ready, n = Path(sys.argv[2]), int(sys.argv[3])
+(ready / str(os.getpid())).touch()
+while len(list(ready.iterdir())) < n:  # a barrier: every process has imported everything
+    time.sleep(0.001)
 open_storage(sys.argv[1])
 """
 
@@ -239,8 +242,9 @@ def test_workers_opening_a_new_database_at_once_all_succeed(tmp_path):
     'table already exists'): six processes, three rounds, each on a database that does not exist yet."""
     for round_ in range(3):
         url = f"sqlite:///{tmp_path / f'new{round_}.db'}"
-        start = time.time() + 4  # after every interpreter has imported optuna and torch
-        procs = [subprocess.Popen([sys.executable, "-c", OPENER, url, str(start)], stdout=subprocess.PIPE,
+        ready = tmp_path / f"ready{round_}"
+        ready.mkdir()
+        procs = [subprocess.Popen([sys.executable, "-c", OPENER, url, str(ready), "6"], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(6)]
         for p in procs:
             _, err = p.communicate(timeout=120)
@@ -458,3 +462,49 @@ def test_a_full_disk_mid_study_is_one_line_and_keeps_what_was_finished(small_dis
     assert not [t for t in study.trials if t.state == TrialState.RUNNING] or run(
         synth_dir, db, "--trials", "2", "--no-enqueue-seeds") == 0  # a rerun reclaims what the fault left
     assert not [t for t in load(db).trials if t.state == TrialState.RUNNING]
+
+
+def _rows(db):
+    """The trials table, read with a connection closed at once (an open one keeps the disk busy)."""
+    import sqlite3
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
+    finally:
+        con.close()
+
+
+def test_a_study_on_a_read_only_disk_is_one_line_and_unharmed(small_disk, synth_dir):
+    db = small_disk / "ro.db"
+    first = subprocess.run([sys.executable, "-m", "search.cli", "--data-dir", str(synth_dir), "--storage",
+                            f"sqlite:///{db}", "--study", "s", *FAST, "--trials", "1", "--no-enqueue-seeds"],
+                           capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    before = _rows(db)
+    assert subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], capture_output=True).returncode == 0
+    try:
+        again = subprocess.run([sys.executable, "-m", "search.cli", "--data-dir", str(synth_dir), "--storage",
+                                f"sqlite:///{db}", "--study", "s", *FAST, "--trials", "3", "--no-enqueue-seeds"],
+                               capture_output=True, text=True)
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], capture_output=True)
+    err = [e for e in again.stderr.strip().splitlines() if not e.startswith("notice:")]
+    assert again.returncode == 2 and len(err) == 1 and err[0].startswith("fmnist-search: error:"), again.stderr
+    assert "read" in err[0].lower() and "Traceback" not in again.stderr
+    assert _rows(db) == before
+
+
+def test_an_export_onto_a_full_disk_is_one_line_and_leaves_nothing(small_disk, small_study, synth_dir, capsys):
+    with open(small_disk / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    capsys.readouterr()
+    assert main(["export-best", "--storage", f"sqlite:///{small_study}", "--study", "s", "--data-dir", str(synth_dir),
+                 "--out", str(small_disk / "export")]) == 2
+    err = [e for e in capsys.readouterr().err.strip().splitlines() if not e.startswith("notice:")]
+    assert len(err) == 1 and "--out" in err[0] and "nothing was replaced" in err[0], err
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
