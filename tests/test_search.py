@@ -440,18 +440,23 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
-def test_a_full_disk_mid_study_is_one_line_and_keeps_what_was_finished(small_disk, synth_dir, capsys):
-    db = small_disk / "full.db"
-    assert run(synth_dir, db, "--trials", "1", "--no-enqueue-seeds") == 0
-    before = {t.number: t.values for t in load(db).trials if t.state == TrialState.COMPLETE}
-    assert before
-    with open(small_disk / "filler", "wb") as f:  # take every byte that is left
+def fill(disk):
+    """Take every byte left on ``disk`` with one file, disk/filler."""
+    with open(disk / "filler", "wb") as f:
         try:
             while True:
                 f.write(b"\0" * 65536)
                 f.flush()
         except OSError:
             pass
+
+
+def test_a_full_disk_mid_study_is_one_line_and_keeps_what_was_finished(small_disk, synth_dir, capsys):
+    db = small_disk / "full.db"
+    assert run(synth_dir, db, "--trials", "1", "--no-enqueue-seeds") == 0
+    before = {t.number: t.values for t in load(db).trials if t.state == TrialState.COMPLETE}
+    assert before
+    fill(small_disk)
     capsys.readouterr()
     assert run(synth_dir, db, "--trials", "4", "--no-enqueue-seeds") == 2
     err = [e for e in capsys.readouterr().err.strip().splitlines() if not e.startswith("notice:")]
@@ -495,13 +500,7 @@ def test_a_study_on_a_read_only_disk_is_one_line_and_unharmed(small_disk, synth_
 
 
 def test_an_export_onto_a_full_disk_is_one_line_and_leaves_nothing(small_disk, small_study, synth_dir, capsys):
-    with open(small_disk / "filler", "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+    fill(small_disk)
     capsys.readouterr()
     assert main(["export-best", "--storage", f"sqlite:///{small_study}", "--study", "s", "--data-dir", str(synth_dir),
                  "--out", str(small_disk / "export")]) == 2

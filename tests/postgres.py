@@ -1,0 +1,66 @@
+"""A real PostgreSQL server for tests, started from the binaries on the machine (initdb, pg_ctl)
+in a temporary folder, listening on 127.0.0.1 only; stopped and removed afterwards.
+
+PostgreSQL refuses to run as root, so as root it runs as the unprivileged user ``nobody``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def why_not() -> str | None:
+    """Why no server can be started here, or None."""
+    for tool in ("initdb", "pg_ctl"):
+        if shutil.which(tool) is None:
+            return f"no {tool} on PATH (PostgreSQL's server binaries are not installed)"
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        return "psycopg2 is not installed (pip install -e '.[postgres]')"
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        return "running as root and no runuser to start PostgreSQL as an unprivileged user"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def server():
+    """Yields the SQLAlchemy URL prefix of a fresh server: append a database name."""
+    folder = Path(tempfile.mkdtemp(prefix="fmnist-pg-", dir="/tmp"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        folder.chmod(0o755)
+        shutil.chown(folder, "nobody", "nogroup")
+        as_user = ["runuser", "-u", "nobody", "--"]
+    data, port = folder / "data", _free_port()
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True)  # noqa: E731
+    try:
+        run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync")
+        run("pg_ctl", "-D", str(data), "-w", "-l", str(folder / "log"), "-o",
+            f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_user, "pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def create_database(url: str, name: str) -> str:
+    import psycopg2
+    con = psycopg2.connect(url.replace("postgresql+psycopg2", "postgresql") + "/postgres")
+    try:
+        con.autocommit = True
+        con.cursor().execute(f'CREATE DATABASE "{name}"')
+    finally:
+        con.close()
+    return f"{url}/{name}"
