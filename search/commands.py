@@ -243,7 +243,9 @@ def search(args: argparse.Namespace) -> int:
         queued = enqueue_seeds(study)
         if queued:
             print(f"queued {len(queued)} seed models as candidates (cheapest first, through the same rungs)")
-    print(f"study {args.study!r} in {args.storage}: {runner.done()} of {args.trials} trials done")
+    done = runner.done()
+    extra = " (parallel workers finishing together can pass the total)" if done > args.trials else ""
+    print(f"study {args.study!r} in {args.storage}: {done} of {args.trials} trials done{extra}")
     try:
         runner.run()
     except KeyboardInterrupt:

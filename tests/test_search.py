@@ -507,3 +507,28 @@ def test_an_export_onto_a_full_disk_is_one_line_and_leaves_nothing(small_disk, s
     err = [e for e in capsys.readouterr().err.strip().splitlines() if not e.startswith("notice:")]
     assert len(err) == 1 and "--out" in err[0] and "nothing was replaced" in err[0], err
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+
+
+def test_the_eta_counts_the_seeds_still_queued():
+    import io
+
+    from optuna.distributions import FloatDistribution
+
+    from search.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for i in range(3):  # seeds trained so far: none of them counts toward --trials
+        study.add_trial(optuna.create_trial(state=TrialState.PRUNED, params={"x": 0.5},
+                                            distributions={"x": FloatDistribution(0, 1)},
+                                            user_attrs={"preset": f"seed{i}"}))
+    for i in range(5):
+        study.enqueue_trial({}, user_attrs={"preset": f"later{i}"})
+    term = Terminal()
+    progress = Progress(enabled=True, stream=term, out=io.StringIO())
+    progress.trial_finished(study, study.trials, 0, 10)
+    line = term.getvalue()
+    assert "0/10 done" in line and "ETA -" not in line and "ETA " in line
