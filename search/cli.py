@@ -156,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--epochs", type=_positive_int, help="with --retrain: epochs instead of the trial's")
     _add_data_options(e)
 
+    d = sub.add_parser("dashboard", help="serve optuna-dashboard on the study, with its weights, and print the URL")
+    _add_study_options(d)
+    d.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    d.add_argument("--port", type=_int_range(0, 65535), default=8080, help="default 8080; 0: any free port")
+
     pr = sub.add_parser("predict", help="classify image files (PNG/JPG, any size) or an IDX file")
     pr.add_argument("--model", type=Path, required=True, help="a model folder written by export-best")
     pr.add_argument("images", type=Path, nargs="*", help="image files or IDX image files")

@@ -265,6 +265,30 @@ def show(args: argparse.Namespace) -> int:
     return 0
 
 
+def dashboard(args: argparse.Namespace) -> int:
+    """optuna-dashboard on the study's storage with its weights folder, on 127.0.0.1 by default."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    import optuna_dashboard
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args) -> None:  # one line per request would bury the URL
+            pass
+
+    study = existing_study(args)
+    folder = artifacts.artifact_dir(args.storage, args.artifact_dir)
+    app = optuna_dashboard.wsgi(studies.open_storage(args.storage), artifact_store=artifacts.open_store(folder))
+    try:
+        server = make_server(args.host, args.port, app, handler_class=Quiet)
+    except OSError as e:
+        raise FmnistError(f"--host {args.host} --port {args.port}: cannot listen ({e.strerror or e})") from None
+    print(f"optuna-dashboard for study {study.study_name!r} ({args.storage}, weights in {folder}): "
+          f"http://{args.host}:{server.server_port}/dashboard  (Ctrl-C to stop)", flush=True)
+    with server:
+        server.serve_forever()
+    return 0
+
+
 def export_best(args: argparse.Namespace) -> int:
     from .export import ExportOptions, check_target, export, select
     out = args.out or Path("exports") / studies.folder_safe(args.study)

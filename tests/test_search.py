@@ -532,3 +532,20 @@ def test_the_eta_counts_the_seeds_still_queued():
     progress.trial_finished(study, study.trials, 0, 10)
     line = term.getvalue()
     assert "0/10 done" in line and "ETA -" not in line and "ETA " in line
+
+
+def test_the_dashboard_command_serves_the_study_on_this_machine(small_study):
+    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "dashboard", "--storage", f"sqlite:///{small_study}",
+                             "--study", "s", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "http://127.0.0.1:" in line and "/dashboard" in line, (line, proc.stderr.read() if proc.poll() else "")
+        base = line.split("http://", 1)[1].split("/dashboard")[0]
+        with urllib.request.urlopen(f"http://{base}/api/studies", timeout=30) as r:
+            studies_json = json.loads(r.read())
+        assert [s["study_name"] for s in studies_json["study_summaries"]] == ["s"]
+        with urllib.request.urlopen(f"http://{base}/dashboard", timeout=30) as r:
+            assert r.status == 200 and b"<html" in r.read().lower()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
