@@ -219,6 +219,8 @@ def search(args: argparse.Namespace) -> int:
     if BUDGET_ATTR not in study.user_attrs:
         study.set_user_attr(BUDGET_ATTR, {"epochs": profile.epochs, "train_images": len(data.train),
                                           "val_images": len(data.val), "split_seed": args.seed, "space": space})
+        # For people reading the study (the dashboard shows study attributes): what each value is.
+        study.set_user_attr("objectives", {o: studies.OBJECTIVES[o][1] for o in objectives})
     config = SearchConfig(objectives=objectives, trials=args.trials, epochs=profile.epochs, space=space,
                           max_params=args.max_params, max_flops=args.max_flops,
                           profile_max_flops=profile.max_flops,

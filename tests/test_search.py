@@ -411,6 +411,7 @@ def test_the_budget_follows_the_timeout_and_is_kept_by_the_study(synth_dir, tmp_
     db = tmp_path / "b.db"
     assert run(synth_dir, db, "--trials", "1", "--no-enqueue-seeds") == 0
     assert load(db).user_attrs["budget"]["epochs"] == 1
+    assert load(db).user_attrs["objectives"] == {"acc": "validation accuracy", "params": "trainable parameters"}
     capsys.readouterr()
     assert run(synth_dir, db, "--trials", "2", "--no-enqueue-seeds", "--epochs", "2") == 2
     assert "trains every trial for 1 epochs" in capsys.readouterr().err
