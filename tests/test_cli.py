@@ -100,6 +100,8 @@ def test_faults_a_user_can_meet_are_one_line_and_lose_nothing(synth_dir, tmp_pat
     blocker.write_text("mine")
     foreign = tmp_path / "foreign.db"
     _foreign_study(foreign)
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"not a database, whatever its name says" * 100)
     data = ["--data-dir", str(synth_dir)]
     store = ["--storage", f"sqlite:///{tmp_path / 's.db'}", "--quiet"]
     model = tmp_path / "model"
@@ -122,6 +124,10 @@ def test_faults_a_user_can_meet_are_one_line_and_lose_nothing(synth_dir, tmp_pat
          "at least 2"),
         (["train", "--preset", "seed003", *data, "--save", str(blocker / "run"), "--quiet"], "--save"),
         (["show", "--storage", f"sqlite:///{tmp_path / 'typo.db'}"], "no database at"),
+        (["show", "--storage", f"sqlite:///{corrupt}"], "file is not a database"),
+        (["search", "--storage", f"sqlite:///{corrupt}", *data, "--val-size", "100", "--quiet"],
+         "file is not a database"),
+        (["train", "--preset", "seed003", *data, "--val-size", "599", "--quiet"], "at least 2"),
         (["export-best", "--storage", f"sqlite:///{foreign}", "--study", "other", "--out", str(tmp_path / "o"), *data],
          "no finished trials of fmnist-search"),
     ]

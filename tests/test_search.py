@@ -551,3 +551,19 @@ def test_the_dashboard_command_serves_the_study_on_this_machine(small_study):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_ctrl_c_in_a_terminal_prints_no_traceback(synth_dir, tmp_path):
+    import signal
+    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "--data-dir", str(synth_dir), "--storage",
+                             f"sqlite:///{tmp_path / 'i.db'}", "--study", "i", "--epochs", "200", "--val-size", "100",
+                             "--trials", "5", "--quiet", "--no-enqueue-seeds"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # wait until a trial is training
+        if line.startswith("study 'i'"):
+            break
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in out
