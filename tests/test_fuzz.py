@@ -1,5 +1,5 @@
 """Inputs a user controls, generated: each is accepted or refused with our one-line error type,
-never another exception (issue 12)."""
+never another exception (issue 12). Derandomized: CI sees the same examples every run."""
 from __future__ import annotations
 
 import gzip
@@ -30,7 +30,7 @@ SHAPED = st.fixed_dictionaries({"arch": st.fixed_dictionaries(
     }, optional={"train": st.dictionaries(st.sampled_from(FIELDS[17:]), SCALARS | JSON, max_size=6)})
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(st.one_of(JSON, SHAPED))
 def test_any_json_is_a_spec_or_one_spec_error(value):
     try:
@@ -41,10 +41,11 @@ def test_any_json_is_a_spec_or_one_spec_error(value):
         assert ModelSpec.from_json(spec.to_json()) == spec  # what is accepted round-trips
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(st.binary(max_size=64), st.sampled_from([idx.IMAGES_MAGIC, idx.LABELS_MAGIC]),
-       st.lists(st.integers(0, 40), min_size=1, max_size=3), st.integers(-8, 8))
+       st.lists(st.integers(0, 40), min_size=3, max_size=3), st.integers(-8, 8))
 def test_any_idx_header_or_truncation_is_an_array_or_one_data_error(noise, magic, dims, cut):
+    dims = dims if magic == idx.IMAGES_MAGIC else dims[:1]  # the dimensions each kind of file declares
     header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in dims)
     size = 1
     for d in dims:
@@ -58,7 +59,8 @@ def test_any_idx_header_or_truncation_is_an_array_or_one_data_error(noise, magic
             assert array.size == size
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=300), st.booleans())
 def test_any_file_given_to_predict_is_read_or_one_error(tmp_path, content, gz):
     from search.predict import read_inputs
