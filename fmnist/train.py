@@ -145,11 +145,16 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
     return (topk == labels.view(-1, 1)).any(dim=1).float().mean().item()
 
 
+def whole_batches(images: int, batch: int, total_images: int) -> int:
+    """``images`` rounded up to a whole number of batches, at most the end of training."""
+    return min(total_images, -(-images // batch) * batch)
+
+
 def evaluation_points(total_images: int, batch: int, steps_per_epoch: int,
                       checkpoints: Iterable[int], every_epoch: bool) -> list[int]:
     """Images-seen counts at which to evaluate, ascending, each a whole number of batches; the last
     one is the end of training."""
-    points = {min(total_images, -(-c // batch) * batch) for c in checkpoints if 0 < c < total_images}
+    points = {whole_batches(c, batch, total_images) for c in checkpoints if 0 < c < total_images}
     if every_epoch:
         points.update(e * steps_per_epoch * batch for e in range(1, total_images // (steps_per_epoch * batch) + 1))
     points.add(total_images)
@@ -193,7 +198,7 @@ def train(
     val_at = dict(checkpoints) if isinstance(checkpoints, Mapping) else dict.fromkeys(checkpoints)
     points = evaluation_points(total_images, bs, steps_per_epoch, val_at, every_epoch)
     # A checkpoint rounded up to a whole batch keeps the validation images asked for at it.
-    val_at = {min(total_images, -(-c // bs) * bs): v for c, v in val_at.items()}
+    val_at = {whole_batches(c, bs, total_images): v for c, v in val_at.items()}
     opt = make_optimizer(model, spec)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(spec.schedule, s, steps_per_epoch * spec.epochs, bs))
     result = TrainResult(device=str(device), precision=precision_name(amp))

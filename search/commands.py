@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -44,7 +45,7 @@ def load_dataset(args: argparse.Namespace) -> fmnist.FashionMNIST:
 
 def existing_study(args: argparse.Namespace):
     """The study named by --study, which must exist in --storage (a SQLite file is not created)."""
-    path = studies.sqlite_path(args.storage) if args.storage.startswith("sqlite") else None
+    path = studies.sqlite_path(args.storage)
     if path is not None and not path.is_file():
         raise FmnistError(f"--storage {args.storage}: no database at {path}")
     return studies.load_existing(studies.open_storage(args.storage), args.study)
@@ -192,29 +193,24 @@ def search(args: argparse.Namespace) -> int:
     if "acc" in objectives and args.val_size == 0:
         raise FmnistError("--val-size 0: the acc objective is validation accuracy, so selection needs "
                           "validation images (the test set is never used to choose)")
-    for limit, measure, name in ((args.max_params, param_count, "parameters"), (args.max_flops, flops, "FLOPs")):
-        least = measure(smallest(args.space))
-        if limit is not None and limit < least:
-            raise FmnistError(f"--max-{'params' if measure is param_count else 'flops'} {limit:,}: no candidate "
-                              f"fits; the {args.space} space's smallest model has {least:,} {name}")
+    least = smallest(args.space)  # before the storage is opened: a refused command writes nothing
+    for flag, limit, size, name in (("--max-params", args.max_params, param_count(least), "parameters"),
+                                    ("--max-flops", args.max_flops, flops(least), "FLOPs")):
+        if limit is not None and limit < size:
+            raise FmnistError(f"{flag} {limit:,}: no candidate fits; the {args.space} space's smallest model "
+                              f"has {size:,} {name}")
     sampler = studies.make_sampler(args.sampler, args.seed)
     device = fmnist.pick_device(args.device)
     fast_kernels(device)
     storage = studies.open_storage(args.storage)
     existing = studies.check_study(storage, args.study, objectives)  # before the data: fail fast
     stored = existing.user_attrs.get(BUDGET_ATTR) if existing is not None else None
+    space = stored.get("space", "blocks") if stored else args.space
     data = prepare_data(args)
     # We print our own line per trial; Optuna's warning for an interrupted trial carries a traceback.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    measured: list[float] = []
-
-    def rate() -> float:  # measured once, and only when needed
-        if not measured:
-            measured.append(reference_rate(data, args.precision, args.seed))
-        return measured[0]
-
+    rate = functools.cache(lambda: reference_rate(data, args.precision, args.seed))  # measured when needed
     profile = plan_budget(args, device, data, stored, rate)
-    space = stored.get("space", "blocks") if stored else args.space
     study = studies.open_study(storage, args.study, objectives, sampler)
     if BUDGET_ATTR not in study.user_attrs:
         study.set_user_attr(BUDGET_ATTR, {"epochs": profile.epochs, "train_images": len(data.train),
@@ -233,8 +229,9 @@ def search(args: argparse.Namespace) -> int:
     runner = Search(study, config, data, progress=Progress(enabled=not args.quiet), store=store)
     print(profile.describe(len(data.train), len(data.val), runner.rungs if args.pruner != "none" else [])
           + f"; space {space}; {device}, {precision_name(fmnist.pick_precision(device, args.precision))}")
-    if args.timeout is None:
-        print(estimate(max(0, args.trials - runner.done()), len(data.train) * profile.epochs, rate()))
+    left = max(0, args.trials - runner.done())
+    if args.timeout is None and left:
+        print(estimate(left, len(data.train) * profile.epochs, rate()))
     reclaimed = studies.reclaim_orphans(study, storage)
     if reclaimed:
         print(f"trials {', '.join(map(str, reclaimed))} were left running by a process that is gone: "

@@ -128,10 +128,10 @@ def _readable_mode() -> int:
 def write_atomically(out: Path, fill: Callable[[Path], None], keep: Sequence[Path] = ()) -> None:
     """Fill a fresh temporary folder beside ``out``, then swap it in; on any failure remove it.
 
-    Only what ``check_target`` allows is ever replaced, and the replaced export is removed only
-    after the new one is in place.
+    Only what ``check_target`` allows is ever replaced (the caller checks before any work; this
+    checks again just before the swap), and the replaced export is removed only after the new one
+    is in place.
     """
-    check_target(out, keep)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 import fmnist
 from fmnist.errors import SpecError
 from space import ModelSpec, build, flops, param_count, training_bytes, zoo
-from space.sample import WARM_STARTS, sample
+from space.sample import WARM_STARTS, fixed, sample
 
 from . import study as studies
 from .artifacts import save_weights
@@ -52,16 +52,16 @@ def pick_profile(device: torch.device, epochs: int | None = None, timeout: float
                  n_train: int = 50_000, rate: Callable[[], float] | None = None) -> Profile:
     """The top rung's epochs: --epochs, else sized so --timeout holds about TOP_RUNG_SHARE top-rung
     trainings at the measured ``rate`` (images/s of the reference net), else the device's default."""
-    base = PROFILES["cuda" if device.type == "cuda" else "cpu"]
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    base = PROFILES[kind]
     if epochs is None and timeout is not None and rate is not None:
-        epochs = max(1, min(MAX_EPOCHS[device.type] if device.type in MAX_EPOCHS else MAX_EPOCHS["cpu"],
-                            round(rate() * timeout / TOP_RUNG_SHARE / max(1, n_train))))
+        epochs = max(1, min(MAX_EPOCHS[kind], round(rate() * timeout / TOP_RUNG_SHARE / max(1, n_train))))
     return dataclasses.replace(base, epochs=epochs or base.epochs)
 
 
 def reference_rate(data: fmnist.Splits, precision: str, seed: int = 0, steps: int = 24) -> float:
     """Training images/s of a mid-sized net of the stages space on this device, briefly measured."""
-    spec = sample(optuna.trial.FixedTrial(WARM_STARTS[3]), 1)
+    spec = fixed(WARM_STARTS[3])
     bs = min(spec.train.batch_size, len(data.train))
     n = min(len(data.train), bs * steps)
     no_val = fmnist.Split(data.val.images[:0], data.val.labels[:0])  # training speed alone

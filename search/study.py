@@ -107,7 +107,9 @@ def open_storage(url: str) -> RDBStorage:
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The database file of a SQLite URL; None for an in-memory one."""
+    """The database file of a SQLite URL; None for an in-memory one or another database."""
+    if not url.startswith("sqlite"):
+        return None
     rest = url.split(":///", 1)[1] if ":///" in url else ""
     rest = rest.split("?", 1)[0]
     return None if rest in ("", ":memory:") else Path(rest)
@@ -115,7 +117,7 @@ def sqlite_path(url: str) -> Path | None:
 
 def sqlite_files(url: str) -> list[Path]:
     """The files a SQLite storage lives in (none for another database): what must never be replaced."""
-    path = sqlite_path(url) if url.startswith("sqlite") else None
+    path = sqlite_path(url)
     return [] if path is None else [path, path.with_name(path.name + "-journal"),
                                     path.with_name(path.name + "-wal")]
 

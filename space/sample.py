@@ -151,14 +151,23 @@ _SMALLEST = {"stages": {"stages": 1, "width": 8, "widen": 1.0, "depth": 1, "kern
                         "n_dense": 0, "head": "gap"}}
 
 
+class _Fixed:
+    """A trial that answers every suggestion from ``params`` (Optuna's FixedTrial, without Optuna)."""
+
+    def __init__(self, params: dict[str, Any]):
+        self.params = params
+
+    def suggest_int(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self.params[name]
+
+    suggest_float = suggest_categorical = suggest_int
+
+
+def fixed(params: dict[str, Any], epochs: int = 1, space: str = "stages") -> ModelSpec:
+    """The candidate that ``params`` (one value per parameter name of ``space``) stands for."""
+    return sample(_Fixed(params), epochs, space)
+
+
 def smallest(space: str) -> ArchSpec:
     """The architecture with the fewest parameters (and FLOPs) that ``space`` can sample."""
-    params = {**_SMALLEST[space], **_TRAIN, "aug_affine": 0.0, "aug_erase": 0.0}
-
-    class _Answer:  # a trial that answers from ``params``
-        def suggest_int(self, name, *args, **kwargs):
-            return params[name]
-
-        suggest_float = suggest_categorical = suggest_int
-
-    return sample(_Answer(), 1, space).arch
+    return fixed({**_SMALLEST[space], **_TRAIN, "aug_affine": 0.0, "aug_erase": 0.0}, 1, space).arch
