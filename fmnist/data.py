@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import idx
-from .errors import DataError, FmnistError, first_line
+from .errors import DataError, UsageError, first_line
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -39,7 +39,7 @@ OFFICIAL_MD5 = {
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """``--data-dir``, else ``$FMNIST_DATA``, else ``./data``."""
+    """``data_dir``, else ``$FMNIST_DATA``, else ``./data``."""
     return Path(data_dir or os.environ.get("FMNIST_DATA") or "data")
 
 
@@ -97,7 +97,7 @@ def load(data_dir: str | os.PathLike | None = None, download: bool = True) -> Fa
     if files is None and download:
         files = _download(root)
     if files is None:
-        raise DataError(_where_to_put_files(root, "download disabled"))
+        raise DataError(_where_to_put_files(root, "download disabled"), "data_dir")
     arrays, unofficial = {}, []
     for key, path in files.items():
         raw = idx.read_raw(path)
@@ -132,7 +132,7 @@ def _checked_split(arrays: dict[str, np.ndarray], files: dict[str, Path], part: 
 def _where_to_put_files(root: Path, why: str) -> str:
     names = ", ".join(s + ".gz" for s in FILES.values())
     return (f"Fashion-MNIST not found in {root} ({why}); put {names} (or uncompressed) in {root} "
-            f"or {root / 'FashionMNIST' / 'raw'}, or point --data-dir / FMNIST_DATA at them")
+            f"or {root / 'FashionMNIST' / 'raw'}, or point FMNIST_DATA at their folder")
 
 
 def _download(root: Path) -> dict[str, Path] | None:
@@ -145,7 +145,7 @@ def _download(root: Path) -> dict[str, Path] | None:
             torchvision.datasets.FashionMNIST(str(root), train=train, download=True)
     except Exception as e:  # any failure here means: no files, tell the user where to put them
         reason = first_line(e)
-        raise DataError(_where_to_put_files(root, f"download failed: {reason}")) from None
+        raise DataError(_where_to_put_files(root, f"download failed: {reason}"), "data_dir") from None
     finally:
         socket.setdefaulttimeout(previous)
     return find_files(root)
@@ -189,12 +189,12 @@ def make_splits(ds: FashionMNIST, val_size: int = 10_000, seed: int = 0,
     """
     n = len(ds.train)
     if not 0 <= val_size < n:
-        raise FmnistError(f"--val-size: must be between 0 and {n - 1} (the training images), got {val_size}")
+        raise UsageError(f"must be between 0 and {n - 1} (the training images), got {val_size}", "val_size")
     labels = ds.train.labels.numpy()
     val_idx = stratified_pick(labels, val_size, seed) if val_size else np.zeros(0, dtype=np.int64)
     train_idx = np.setdiff1d(np.arange(n), val_idx)
     if train_subset is not None:
         if not 0 < train_subset <= len(train_idx):
-            raise FmnistError(f"--train-subset: must be between 1 and {len(train_idx)}, got {train_subset}")
+            raise UsageError(f"must be between 1 and {len(train_idx)}, got {train_subset}", "train_subset")
         train_idx = train_idx[stratified_pick(labels[train_idx], train_subset, seed + 1)]
     return Splits(ds.train.subset(train_idx), ds.train.subset(val_idx), ds.test)

@@ -17,7 +17,7 @@ from torch import nn
 
 from .augment import augmented_input, to_input
 from .data import Split, Splits
-from .errors import FmnistError
+from .errors import UsageError
 from .trainspec import TrainSpec
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -26,11 +26,11 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 def pick_device(name: str = "auto") -> torch.device:
     if name not in DEVICES:
-        raise FmnistError(f"--device: must be one of {', '.join(DEVICES)}, got {name!r}")
+        raise UsageError(f"must be one of {', '.join(DEVICES)}, got {name!r}", "device")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise FmnistError("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")
+        raise UsageError("cuda: no CUDA GPU is available here (cpu or auto work)", "device")
     return torch.device(name)
 
 
@@ -41,7 +41,7 @@ def pick_precision(device: torch.device, precision: str = "auto") -> torch.dtype
     convolutions several times faster than fp32 (bench/throughput.py measures it).
     """
     if precision not in PRECISIONS:
-        raise FmnistError(f"--precision: must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise UsageError(f"must be one of {', '.join(PRECISIONS)}, got {precision!r}", "precision")
     if precision == "fp32":
         return None
     if precision == "bf16" or device.type == "cuda":
@@ -190,7 +190,7 @@ def train(
     model.to(device=device, memory_format=torch.channels_last).train()
     n = len(data.train)
     if n < 2:
-        raise FmnistError(f"the training split holds {n} image(s); training needs at least 2 "
+        raise UsageError(f"the training split holds {n} image(s); training needs at least 2 "
                           f"(batch norm normalizes over a batch)")
     bs = min(spec.batch_size, n)
     steps_per_epoch = n // bs  # whole batches only: one shape for torch.compile, no BN on 1 sample

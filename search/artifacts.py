@@ -14,7 +14,7 @@ import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 
-from fmnist.errors import FmnistError, first_line
+from fmnist.errors import UsageError, first_line
 
 WEIGHTS_ATTR = "weights_artifact"
 
@@ -40,7 +40,7 @@ def open_store(folder: Path) -> WeightsStore:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise FmnistError(f"--artifact-dir {folder}: cannot create ({e.strerror or e})") from None
+        raise UsageError(f"--artifact-dir {folder}: cannot create ({e.strerror or e})") from None
     return WeightsStore(folder)
 
 
@@ -50,7 +50,7 @@ def save_weights(trial: optuna.Trial, model: torch.nn.Module, store: WeightsStor
         try:
             torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
         except (OSError, RuntimeError) as e:  # a full disk: torch's writer says basic_ios::clear
-            raise FmnistError(f"trial {trial.number}: cannot write its weights ({first_line(e)}); "
+            raise UsageError(f"trial {trial.number}: cannot write its weights ({first_line(e)}); "
                               f"is the disk full?") from None
         # A PyTorch state_dict (a zip archive); Python's mimetypes would call .pt a SNES page table.
         before = set(store.folder.iterdir())
@@ -60,7 +60,7 @@ def save_weights(trial: optuna.Trial, model: torch.nn.Module, store: WeightsStor
         except OSError as e:
             for partial in set(store.folder.iterdir()) - before:  # only what this upload began to write
                 partial.unlink(missing_ok=True)
-            raise FmnistError(f"trial {trial.number}: cannot store its weights in the artifact folder "
+            raise UsageError(f"trial {trial.number}: cannot store its weights in the artifact folder "
                               f"({first_line(e)})") from None
     trial.set_user_attr(WEIGHTS_ATTR, artifact_id)
     return artifact_id
@@ -71,22 +71,22 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
-        raise FmnistError(f"{path}: not a readable weights file ({first_line(e)})") from None
+        raise UsageError(f"{path}: not a readable weights file ({first_line(e)})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise FmnistError(f"{path}: not a state_dict of tensors")
+        raise UsageError(f"{path}: not a state_dict of tensors")
     return state
 
 
 def load_weights(trial: optuna.trial.FrozenTrial, store: FileSystemArtifactStore) -> dict[str, torch.Tensor]:
     artifact_id = trial.user_attrs.get(WEIGHTS_ATTR)
     if artifact_id is None:
-        raise FmnistError(f"trial {trial.number} has no stored weights (run with --retrain to train it again)")
+        raise UsageError(f"trial {trial.number} has no stored weights (run with --retrain to train it again)")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "weights.pt"
         try:
             download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
         except Exception as e:  # a missing artifact folder or file: say which trial and where
-            raise FmnistError(f"trial {trial.number}: weights artifact {artifact_id} not found in the "
+            raise UsageError(f"trial {trial.number}: weights artifact {artifact_id} not found in the "
                               f"artifact store ({type(e).__name__}); pass --artifact-dir or --retrain") from None
         return read_state_dict(path)
 

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from fmnist.errors import FmnistError, first_line
+from fmnist.errors import UsageError, first_line, flag
 from fmnist.train import DEVICES, PRECISIONS
 from space.sample import SPACES
 
@@ -24,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports bad options as our one-line usage error (exit 2), not its usage dump."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise FmnistError(f"{message} (see {self.prog} --help)")
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def _int_at_least(lo: int):
@@ -174,7 +174,7 @@ def _study_name(text: str) -> str:
     from .study import check_name
     try:
         return check_name(text)
-    except FmnistError as e:
+    except UsageError as e:
         raise argparse.ArgumentTypeError(str(e).removeprefix("--study: ")) from None
 
 
@@ -199,8 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return getattr(commands, args.command.replace("-", "_"))(args)
-    except FmnistError as e:
-        print(f"fmnist-search: error: {e}", file=sys.stderr)
+    except UsageError as e:
+        print(f"fmnist-search: error: {flag(e)}", file=sys.stderr)
         return 2
     except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as e:
         # The database failed under a running command (full disk, a file made read-only, a server

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 import fmnist
-from fmnist.errors import FmnistError
+from fmnist.errors import UsageError
 from fmnist.train import precision_name
 from space import ModelSpec, build, flops, param_count, zoo
 from space.sample import smallest
@@ -47,7 +47,7 @@ def existing_study(args: argparse.Namespace):
     """The study named by --study, which must exist in --storage (a SQLite file is not created)."""
     path = studies.sqlite_path(args.storage)
     if path is not None and not path.is_file():
-        raise FmnistError(f"--storage {args.storage}: no database at {path}")
+        raise UsageError(f"--storage {args.storage}: no database at {path}")
     return studies.load_existing(studies.open_storage(args.storage), args.study)
 
 
@@ -72,7 +72,7 @@ def train(args: argparse.Namespace) -> int:
     spec = preset.spec if preset else ModelSpec.from_file(args.spec)
     spec = with_overrides(spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
     if spec.arch.num_classes != len(fmnist.CLASSES):
-        raise FmnistError(f"{args.spec}: arch.num_classes is {spec.arch.num_classes}; Fashion-MNIST has "
+        raise UsageError(f"{args.spec}: arch.num_classes is {spec.arch.num_classes}; Fashion-MNIST has "
                           f"{len(fmnist.CLASSES)} classes")
     if args.save:
         writable_folder(args.save)  # before training: a bad folder must not cost the trained model
@@ -80,7 +80,7 @@ def train(args: argparse.Namespace) -> int:
     fast_kernels(data.train.images.device)
     big = too_big(spec.arch, min(spec.train.batch_size, len(data.train)), data.train.images.device)
     if big:
-        raise FmnistError(f"{args.preset or args.spec}: too large to train here: {big}")
+        raise UsageError(f"{args.preset or args.spec}: too large to train here: {big}")
     model = build(spec.arch, seed=args.seed)
     name = preset.name if preset else str(args.spec)
     print(f"{name}: {param_count(spec.arch):,} params, {flops(spec.arch) / 1e6:.1f} MFLOPs; "
@@ -122,9 +122,9 @@ def writable_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise FmnistError(f"--save {folder}: cannot create ({e.strerror or e})") from None
+        raise UsageError(f"--save {folder}: cannot create ({e.strerror or e})") from None
     if not os.access(folder, os.W_OK):
-        raise FmnistError(f"--save {folder}: not writable")
+        raise UsageError(f"--save {folder}: not writable")
 
 
 def save_trained(folder: Path, spec: ModelSpec, model: torch.nn.Module, result: fmnist.TrainResult) -> None:
@@ -137,7 +137,7 @@ def save_trained(folder: Path, spec: ModelSpec, model: torch.nn.Module, result: 
             "test_acc": result.test_acc, "test_top5": result.test_top5,
             "curve": [dataclasses.asdict(r) for r in result.curve]}, indent=2))
     except OSError as e:
-        raise FmnistError(f"--save {folder}: cannot write ({e.strerror or e})") from None
+        raise UsageError(f"--save {folder}: cannot write ({e.strerror or e})") from None
 
 
 def presets(args: argparse.Namespace) -> int:
@@ -180,7 +180,7 @@ def plan_budget(args: argparse.Namespace, device: torch.device, data: fmnist.Spl
     one: --epochs, or sized to --timeout by a brief measurement, or the device's default."""
     if stored:
         if args.epochs is not None and args.epochs != stored["epochs"]:
-            raise FmnistError(f"--epochs {args.epochs}: study {args.study!r} trains every trial for "
+            raise UsageError(f"--epochs {args.epochs}: study {args.study!r} trains every trial for "
                               f"{stored['epochs']} epochs; use another --study for another budget")
         return dataclasses.replace(pick_profile(device), epochs=stored["epochs"])
     return pick_profile(device, args.epochs, args.timeout, len(data.train), rate=rate)
@@ -191,13 +191,13 @@ def search(args: argparse.Namespace) -> int:
     started = time.monotonic()  # --timeout counts from here: loading and planning are part of it
     objectives = studies.parse_objectives(args.objective)
     if "acc" in objectives and args.val_size == 0:
-        raise FmnistError("--val-size 0: the acc objective is validation accuracy, so selection needs "
+        raise UsageError("--val-size 0: the acc objective is validation accuracy, so selection needs "
                           "validation images (the test set is never used to choose)")
     least = smallest(args.space)  # before the storage is opened: a refused command writes nothing
     for flag, limit, size, name in (("--max-params", args.max_params, param_count(least), "parameters"),
                                     ("--max-flops", args.max_flops, flops(least), "FLOPs")):
         if limit is not None and limit < size:
-            raise FmnistError(f"{flag} {limit:,}: no candidate fits; the {args.space} space's smallest model "
+            raise UsageError(f"{flag} {limit:,}: no candidate fits; the {args.space} space's smallest model "
                               f"has {size:,} {name}")
     sampler = studies.make_sampler(args.sampler, args.seed)
     device = fmnist.pick_device(args.device)
@@ -280,7 +280,7 @@ def dashboard(args: argparse.Namespace) -> int:
     try:
         server = make_server(args.host, args.port, app, handler_class=Quiet)
     except OSError as e:
-        raise FmnistError(f"--host {args.host} --port {args.port}: cannot listen ({e.strerror or e})") from None
+        raise UsageError(f"--host {args.host} --port {args.port}: cannot listen ({e.strerror or e})") from None
     print(f"optuna-dashboard for study {study.study_name!r} ({args.storage}, weights in {folder}): "
           f"http://{args.host}:{server.server_port}/dashboard  (Ctrl-C to stop)", flush=True)
     with server:
@@ -309,7 +309,7 @@ def export_best(args: argparse.Namespace) -> int:
 def predict(args: argparse.Namespace) -> int:
     from .predict import load_model, read_inputs
     if not args.images and not args.eval:
-        raise FmnistError("predict: give image files, or --eval for the test set")
+        raise UsageError("predict: give image files, or --eval for the test set")
     device = fmnist.pick_device(args.device)
     amp = fmnist.pick_precision(device, args.precision)
     model = load_model(args.model).to(device)

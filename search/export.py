@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import fmnist
 from fmnist.augment import to_input
-from fmnist.errors import FmnistError
+from fmnist.errors import UsageError
 from fmnist.metrics import classification_report
 from space import ModelSpec, build, flops, param_count
 
@@ -42,25 +42,25 @@ def select(study: optuna.Study, trials: Sequence[int] = (), max_params: int | No
     all_trials = study.get_trials(deepcopy=False)
     finished = [t for t in all_trials if t.state == TrialState.COMPLETE and ours(t)]
     if not finished:
-        raise FmnistError(f"study {study.study_name!r} has no finished trials of fmnist-search to export")
+        raise UsageError(f"study {study.study_name!r} has no finished trials of fmnist-search to export")
     if trials:
         chosen = []
         for n in trials:
             if not 0 <= n < len(all_trials):
-                raise FmnistError(f"--trial {n}: no such trial (the study has trials 0-{len(all_trials) - 1})")
+                raise UsageError(f"--trial {n}: no such trial (the study has trials 0-{len(all_trials) - 1})")
             if all_trials[n].state == TrialState.COMPLETE and not ours(all_trials[n]):
-                raise FmnistError(f"--trial {n}: not trained by fmnist-search (no spec recorded)")
+                raise UsageError(f"--trial {n}: not trained by fmnist-search (no spec recorded)")
             if all_trials[n].state != TrialState.COMPLETE:
-                raise FmnistError(f"--trial {n}: the trial is {all_trials[n].state.name.lower()}; "
+                raise UsageError(f"--trial {n}: the trial is {all_trials[n].state.name.lower()}; "
                                   f"only finished trials can be exported")
             chosen.append(all_trials[n])
     elif top is not None:
         if by not in OBJECTIVES:
-            raise FmnistError(f"--by: unknown objective {by!r} (valid: {', '.join(OBJECTIVES)})")
+            raise UsageError(f"--by: unknown objective {by!r} (valid: {', '.join(OBJECTIVES)})")
         key = {"acc": "val_acc", "params": "params", "flops": "flops", "latency": "latency_ms"}[by]
         ranked = [t for t in finished if t.user_attrs.get(key) is not None]
         if not ranked:
-            raise FmnistError(f"--by {by}: no finished trial recorded it")
+            raise UsageError(f"--by {by}: no finished trial recorded it")
         sign = -1 if OBJECTIVES[by][0] == "maximize" else 1
         chosen = sorted(ranked, key=lambda t: (sign * t.user_attrs[key], t.number))[:top]
     else:
@@ -68,7 +68,7 @@ def select(study: optuna.Study, trials: Sequence[int] = (), max_params: int | No
     if max_params is not None:
         chosen = [t for t in chosen if t.user_attrs["params"] <= max_params]
         if not chosen:
-            raise FmnistError(f"--max-params {max_params:,}: none of the chosen trials is that small")
+            raise UsageError(f"--max-params {max_params:,}: none of the chosen trials is that small")
     return chosen
 
 
@@ -92,30 +92,30 @@ def check_target(out: Path, keep: Sequence[Path] = ()) -> None:
     """
     target = out.resolve()
     if _is_within(Path.cwd().resolve(), target):
-        raise FmnistError(f"--out {out}: is the current folder or holds it; export into a new folder")
+        raise UsageError(f"--out {out}: is the current folder or holds it; export into a new folder")
     for path in keep:
         if _is_within(Path(path).resolve(), target):
-            raise FmnistError(f"--out {out}: holds {path}, which export-best must not replace; "
+            raise UsageError(f"--out {out}: holds {path}, which export-best must not replace; "
                               f"export into a new folder")
     if not out.exists() and not out.is_symlink():
         return
     if out.is_symlink() or not out.is_dir():
-        raise FmnistError(f"--out {out}: exists and is not a folder; export-best writes a folder, "
+        raise UsageError(f"--out {out}: exists and is not a folder; export-best writes a folder, "
                           f"choose another path")
     entries = {p.name for p in out.iterdir()}
     if not entries:
         return
     if MARKER not in entries:
-        raise FmnistError(f"--out {out}: folder is not empty and was not written by export-best "
+        raise UsageError(f"--out {out}: folder is not empty and was not written by export-best "
                           f"(no {MARKER}); choose a new folder, or empty it yourself")
     try:
         written = set(json.loads((out / MARKER).read_text())["entries"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise FmnistError(f"--out {out}: its {MARKER} is unreadable, so export-best cannot tell what it "
+        raise UsageError(f"--out {out}: its {MARKER} is unreadable, so export-best cannot tell what it "
                           f"wrote there; choose a new folder") from None
     foreign = sorted(entries - written - {MARKER})
     if foreign:
-        raise FmnistError(f"--out {out}: holds {foreign[0]!r}, which export-best did not write; move it "
+        raise UsageError(f"--out {out}: holds {foreign[0]!r}, which export-best did not write; move it "
                           f"out or choose a new folder")
 
 
@@ -137,7 +137,7 @@ def write_atomically(out: Path, fill: Callable[[Path], None], keep: Sequence[Pat
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         tmp.chmod(_readable_mode())  # mkdtemp makes it private; an export is for others to read
     except OSError as e:
-        raise FmnistError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+        raise UsageError(f"--out {out}: cannot write there ({e.strerror or e})") from None
     try:
         fill(tmp)
         entries = sorted(p.name for p in tmp.iterdir())
@@ -152,7 +152,7 @@ def write_atomically(out: Path, fill: Callable[[Path], None], keep: Sequence[Pat
             tmp.rename(out)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise FmnistError(f"--out {out}: cannot write there ({e.strerror or e}); nothing was replaced") from None
+        raise UsageError(f"--out {out}: cannot write there ({e.strerror or e}); nothing was replaced") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

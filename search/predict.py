@@ -10,7 +10,7 @@ import torch
 
 from fmnist import idx
 from fmnist.data import IMAGE_SIZE
-from fmnist.errors import FmnistError, first_line
+from fmnist.errors import UsageError, first_line
 from space import ModelSpec, build
 
 from .artifacts import read_state_dict
@@ -21,13 +21,13 @@ def load_model(folder: Path) -> torch.nn.Module:
     spec_path, weights_path = folder / "spec.json", folder / "weights.pt"
     for path in (spec_path, weights_path):
         if not path.is_file():
-            raise FmnistError(f"--model {folder}: no {path.name} (expected a folder written by export-best)")
+            raise UsageError(f"--model {folder}: no {path.name} (expected a folder written by export-best)")
     spec = ModelSpec.from_file(spec_path)
     model = build(spec.arch)
     try:
         model.load_state_dict(read_state_dict(weights_path))
     except RuntimeError as e:
-        raise FmnistError(f"{weights_path}: weights do not fit {spec_path.name} "
+        raise UsageError(f"{weights_path}: weights do not fit {spec_path.name} "
                           f"({first_line(e)})") from None
     return model.eval()
 
@@ -56,7 +56,7 @@ def read_inputs(paths: Sequence[Path]) -> tuple[list[str], torch.Tensor]:
         if content[:4] == struct.pack(">I", idx.IMAGES_MAGIC):
             images = idx.parse(path, content, idx.IMAGES_MAGIC)
             if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-                raise FmnistError(f"{path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
+                raise UsageError(f"{path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
             names += [f"{path}[{i}]" for i in range(len(images))]
             arrays.append(images)
             continue
@@ -65,8 +65,8 @@ def read_inputs(paths: Sequence[Path]) -> tuple[list[str], torch.Tensor]:
                 img.load()
                 arrays.append(to_dataset_image(img)[None])
         except Image.DecompressionBombError as e:
-            raise FmnistError(f"{path}: image too large to read safely ({e})") from None
+            raise UsageError(f"{path}: image too large to read safely ({e})") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise FmnistError(f"{path}: cannot decode as an image ({first_line(e)})") from None
+            raise UsageError(f"{path}: cannot decode as an image ({first_line(e)})") from None
         names.append(str(path))
     return names, torch.from_numpy(np.concatenate(arrays))

@@ -19,7 +19,7 @@ import sqlalchemy
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from fmnist.errors import FmnistError, first_line
+from fmnist.errors import UsageError, first_line
 
 
 DEFAULT_STORAGE = "sqlite:///studies/fmnist.db"
@@ -41,12 +41,12 @@ def parse_objectives(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     valid = ", ".join(OBJECTIVES)
     if not names:
-        raise FmnistError(f"--objective: name at least one of {valid}")
+        raise UsageError(f"--objective: name at least one of {valid}")
     for n in names:
         if n not in OBJECTIVES:
-            raise FmnistError(f"--objective: unknown objective {n!r} (valid: {valid})")
+            raise UsageError(f"--objective: unknown objective {n!r} (valid: {valid})")
     if len(set(names)) != len(names):
-        raise FmnistError(f"--objective: {text!r} names an objective twice")
+        raise UsageError(f"--objective: {text!r} names an objective twice")
     return names
 
 
@@ -81,12 +81,12 @@ def open_storage(url: str) -> RDBStorage:
     if url.startswith("sqlite"):
         path = sqlite_path(url)
         if path is None:
-            raise FmnistError(f"--storage {url}: an in-memory SQLite database would lose the study when "
+            raise UsageError(f"--storage {url}: an in-memory SQLite database would lose the study when "
                               f"the process ends; give a file, e.g. {DEFAULT_STORAGE}")
         if url == DEFAULT_STORAGE:
             path.parent.mkdir(parents=True, exist_ok=True)
         elif not path.parent.is_dir():
-            raise FmnistError(f"--storage {url}: folder {path.parent} does not exist")
+            raise UsageError(f"--storage {url}: folder {path.parent} does not exist")
         engine_kwargs = {"connect_args": {"timeout": 60}}  # wait for other workers' writes
     rng = random.Random()  # jitter, so that racing workers do not retry in lockstep
     for attempt in range(SCHEMA_ATTEMPTS):
@@ -100,9 +100,9 @@ def open_storage(url: str) -> RDBStorage:
             if attempt + 1 < SCHEMA_ATTEMPTS:
                 time.sleep(min(2.0, 0.1 * 2 ** attempt) * (0.5 + rng.random()))
                 continue
-            raise FmnistError(f"--storage {url}: cannot open ({first_line(e)})") from None
+            raise UsageError(f"--storage {url}: cannot open ({first_line(e)})") from None
         except Exception as e:  # sqlalchemy's URL and driver errors, Optuna's version check: cannot open
-            raise FmnistError(f"--storage {url}: cannot open ({first_line(e)})") from None
+            raise UsageError(f"--storage {url}: cannot open ({first_line(e)})") from None
     raise AssertionError("unreachable")
 
 
@@ -128,18 +128,18 @@ MAX_NAME = 128
 def check_name(name: str) -> str:
     """A study name a person can type and see: not empty, printable, at most MAX_NAME characters."""
     if not name.strip():
-        raise FmnistError("--study: the name is empty")
+        raise UsageError("--study: the name is empty")
     if len(name) > MAX_NAME:
-        raise FmnistError(f"--study: the name is {len(name):,} characters long; at most {MAX_NAME}")
+        raise UsageError(f"--study: the name is {len(name):,} characters long; at most {MAX_NAME}")
     if not name.isprintable():
-        raise FmnistError(f"--study {name!r}: the name holds control characters")
+        raise UsageError(f"--study {name!r}: the name holds control characters")
     return name
 
 
 def folder_safe(name: str) -> str:
     """``name`` as one folder name (the default export folder is exports/NAME)."""
     if name in (".", "..") or "/" in name or "\\" in name:
-        raise FmnistError(f"--study {name!r}: not usable as a folder name under exports/; give --out")
+        raise UsageError(f"--study {name!r}: not usable as a folder name under exports/; give --out")
     return name
 
 
@@ -171,7 +171,7 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    raise FmnistError(f"--sampler: must be one of {', '.join(SAMPLERS)}, got {name!r}")
+    raise UsageError(f"--sampler: must be one of {', '.join(SAMPLERS)}, got {name!r}")
 
 
 def check_study(storage: RDBStorage, name: str, objectives: Sequence[str],
@@ -187,7 +187,7 @@ def check_study(storage: RDBStorage, name: str, objectives: Sequence[str],
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     found = tuple(study.metric_names or ())
     if found != tuple(objectives):
-        raise FmnistError(
+        raise UsageError(
             f"study {name!r} optimizes {','.join(found) or 'unnamed objectives'}, not "
             f"{','.join(objectives)}; use another --study (e.g. --study {name}-{'-'.join(objectives)})")
     return study
@@ -214,7 +214,7 @@ def load_existing(storage: RDBStorage, name: str) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         names = sorted(optuna.get_all_study_names(storage))
-        raise FmnistError(f"--study {name!r}: no such study in this storage "
+        raise UsageError(f"--study {name!r}: no such study in this storage "
                           f"(studies: {', '.join(names) or 'none'})") from None
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fmnist
+from fmnist import errors
 from fmnist import idx
 from fmnist.data import FILES, make_splits, stratified_pick
 from fmnist.errors import DataError
@@ -120,9 +121,12 @@ def test_splits_are_disjoint_and_validation_ignores_train_subset(synth_dir):
     assert np.bincount(full.val.labels.numpy(), minlength=10).tolist() == [10] * 10
 
 
-@pytest.mark.parametrize("kwargs, expected", [
-    ({"val_size": 600}, "--val-size"), ({"val_size": 10, "train_subset": 10_000}, "--train-subset")])
-def test_split_sizes_out_of_range_are_named(synth_dir, kwargs, expected):
+@pytest.mark.parametrize("kwargs, option, flag", [
+    ({"val_size": 600}, "val_size", "--val-size"),
+    ({"val_size": 10, "train_subset": 10_000}, "train_subset", "--train-subset")])
+def test_split_sizes_out_of_range_are_named(synth_dir, kwargs, option, flag):
+    """The library names its argument; the command line spells it as the flag."""
     ds = fmnist.load(synth_dir, download=False)
-    with pytest.raises(fmnist.FmnistError, match=expected):
+    with pytest.raises(fmnist.UsageError, match=f"^{option}: must be between") as caught:
         make_splits(ds, **kwargs)
+    assert caught.value.option == option and errors.flag(caught.value).startswith(f"{flag}: must be between")

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fmnist import idx
-from fmnist.errors import DataError, FmnistError, SpecError
+from fmnist.errors import DataError, UsageError, SpecError
 from space import ModelSpec
 
 FIELDS = ["arch", "train", "convs", "dense", "filters", "kernel", "padding", "reduce", "bn", "activation",
@@ -68,7 +68,7 @@ def test_any_file_given_to_predict_is_read_or_one_error(tmp_path, content, gz):
     path.write_bytes(gzip.compress(content) if gz else b"\x89PNG\r\n\x1a\n" + content)
     try:
         names, images = read_inputs([path])
-    except FmnistError as e:
+    except UsageError as e:
         assert "\n" not in str(e)
     else:
         assert images.shape[1:] == (28, 28) and len(names) == len(images)

@@ -258,7 +258,7 @@ def test_a_storage_that_keeps_failing_is_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(studies, "RDBStorage", always_locked)
     monkeypatch.setattr(studies.time, "sleep", lambda s: None)
-    with pytest.raises(studies.FmnistError, match="cannot open .*database is locked"):
+    with pytest.raises(studies.UsageError, match="cannot open .*database is locked"):
         studies.open_storage(f"sqlite:///{tmp_path / 'locked.db'}")
 
 
@@ -318,9 +318,9 @@ def test_optuna_dashboard_serves_the_study_over_http(small_study):
 
 def test_objective_names_parse():
     assert studies.parse_objectives("acc, params,latency") == ("acc", "params", "latency")
-    with pytest.raises(fmnist.FmnistError, match="twice"):
+    with pytest.raises(fmnist.UsageError, match="twice"):
         studies.parse_objectives("acc,acc")
-    with pytest.raises(fmnist.FmnistError, match="at least one"):
+    with pytest.raises(fmnist.UsageError, match="at least one"):
         studies.parse_objectives(" , ")
 
 

@@ -77,12 +77,12 @@ def test_device_and_precision_choices():
     assert fmnist.pick_device("cpu") == torch.device("cpu")
     assert fmnist.pick_precision(torch.device("cpu"), "fp32") is None
     assert fmnist.pick_precision(torch.device("cpu"), "bf16") == torch.bfloat16
-    with pytest.raises(fmnist.FmnistError, match="--device"):
+    with pytest.raises(fmnist.UsageError, match="^device: must be one of"):
         fmnist.pick_device("tpu")
-    with pytest.raises(fmnist.FmnistError, match="--precision"):
+    with pytest.raises(fmnist.UsageError, match="^precision: must be one of"):
         fmnist.pick_precision(torch.device("cpu"), "fp8")
     if not torch.cuda.is_available():
-        with pytest.raises(fmnist.FmnistError, match="no CUDA GPU"):
+        with pytest.raises(fmnist.UsageError, match="no CUDA GPU"):
             fmnist.pick_device("cuda")
 
 

@@ -1,0 +1,87 @@
+"""What a trial and a study store: the names of their user attributes, one home for a data contract.
+
+These attributes live in users' databases and are read back by later releases, by the dashboard
+and by people, so they are named here once and nowhere else. A study carries the version of this
+schema it was written with (``SCHEMA_VERSION``); a study written by a newer one is refused rather
+than misread. Version 1 is the record of this module; studies from before versioning read as it.
+
+Trial attributes (absent, never None, where there is no figure: the dashboard sorts numbers):
+  identity   spec (ModelSpec JSON), params, flops, preset (a seed model's name), warm_start (index),
+             worker (host:pid training it)
+  outcome    skipped (why it was not trained), pruned_reason, pruned_rung (images seen when stopped)
+  figures    val_acc, test_acc, test_top5, curve ([[epoch, val_acc], ...]), epochs_run, images_seen,
+             train_seconds, eval_seconds, images_per_s, device, precision, latency_ms
+  rungs      rung_<images>: validation accuracy at that many training images seen (``rung_key``)
+  people     summary (one line of architecture), weights (artifact id)
+Study attributes: budget (the contract every worker trains under), objectives (what each value
+measures), schema (``SCHEMA_VERSION``).
+"""
+from __future__ import annotations
+
+from optuna.trial import FrozenTrial, TrialState
+
+from fmnist.errors import UsageError
+
+SCHEMA_VERSION = 1
+
+# -- trial attributes --------------------------------------------------------------------------
+SPEC, PARAMS, FLOPS, SUMMARY = "spec", "params", "flops", "summary"
+PRESET, WARM_START, WORKER = "preset", "warm_start", "worker"
+SKIPPED, PRUNED_REASON, PRUNED_RUNG = "skipped", "pruned_reason", "pruned_rung"
+VAL_ACC, TEST_ACC, TEST_TOP5, CURVE = "val_acc", "test_acc", "test_top5", "curve"
+EPOCHS_RUN, IMAGES_SEEN, TRAIN_SECONDS, EVAL_SECONDS = "epochs_run", "images_seen", "train_seconds", "eval_seconds"
+IMAGES_PER_S, DEVICE, PRECISION, LATENCY_MS = "images_per_s", "device", "precision", "latency_ms"
+WEIGHTS = "weights"
+RUNG_PREFIX = "rung_"
+
+# -- study attributes --------------------------------------------------------------------------
+BUDGET, OBJECTIVE_MEANINGS, SCHEMA = "budget", "objectives", "schema"
+
+# The attribute holding each objective's value on a trial (acc is selected on validation accuracy).
+OBJECTIVE_ATTR = {"acc": VAL_ACC, "params": PARAMS, "flops": FLOPS, "latency": LATENCY_MS}
+
+
+def rung_key(images: int) -> str:
+    return f"{RUNG_PREFIX}{images}"
+
+
+def rungs_of(t: FrozenTrial) -> dict[int, float]:
+    """The trial's validation accuracy at each rung it reached, by images seen."""
+    return {int(k[len(RUNG_PREFIX):]): v for k, v in t.user_attrs.items()
+            if k.startswith(RUNG_PREFIX) and k[len(RUNG_PREFIX):].isdigit()}
+
+
+def is_skipped(t: FrozenTrial) -> bool:
+    """Not trained: invalid, over a budget, too large or a duplicate (Optuna records it as pruned)."""
+    return SKIPPED in t.user_attrs
+
+
+def is_seed(t: FrozenTrial) -> bool:
+    """One of the seed projects' models, enqueued by name."""
+    return PRESET in t.user_attrs
+
+
+def was_trained(t: FrozenTrial) -> bool:
+    """Trained to the end or to a rung where it was pruned."""
+    return t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not is_skipped(t)
+
+
+def is_ours(t: FrozenTrial) -> bool:
+    """Written by this tool: it carries the spec and its size (another tool's trials do not)."""
+    return SPEC in t.user_attrs and PARAMS in t.user_attrs and FLOPS in t.user_attrs
+
+
+def kind(t: FrozenTrial) -> str:
+    """What became of the trial, in a word: complete, pruned, skipped, failed, running or waiting."""
+    if is_skipped(t):
+        return "skipped"
+    return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
+            TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}[t.state]
+
+
+def check_schema(study_name: str, attrs: dict) -> None:
+    """Refuse a study written by a newer release: its records may mean something this one misreads."""
+    version = attrs.get(SCHEMA, SCHEMA_VERSION)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise UsageError(f"study {study_name!r} was written by a newer fmnist-search (record schema "
+                         f"{version}; this release reads up to {SCHEMA_VERSION}); upgrade fmnist-search")
