@@ -22,36 +22,37 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import optuna  # noqa: E402
 
-from search.front import hypervolume, images_trained  # noqa: E402
+from search.quality import hypervolume, images_trained  # noqa: E402
+from search import record  # noqa: E402
 from search.prune import Entry, decide  # noqa: E402
 
 
 def trained(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
     study = optuna.load_study(study_name=name, storage=storage)
-    return [t for t in study.trials if "skipped" not in t.user_attrs]
+    return [t for t in study.trials if not record.is_skipped(t)]
 
 
 def replay(trials: list[optuna.trial.FrozenTrial], margin: float | None, factor: int,
            min_trials: int) -> tuple[int, list[optuna.trial.FrozenTrial]]:
     """(images the replayed rule would have used, the finished trials it would have kept)."""
-    rungs = sorted({int(k[len("rung_"):]) for t in trials for k in t.user_attrs if k.startswith("rung_")})
+    rungs = sorted({rung for t in trials for rung in record.rungs_of(t)})
     images, kept = 0, []
     for i, t in enumerate(trials):
         stop = None
         for rung in rungs:
-            key = f"rung_{rung}"
-            if key not in t.user_attrs or "preset" in t.user_attrs:
+            key = record.rung_key(rung)
+            if key not in t.user_attrs or record.is_seed(t):
                 break
-            peers = [Entry(p.number, (p.user_attrs["params"],), p.user_attrs[key])
+            peers = [Entry(p.number, (p.user_attrs[record.PARAMS],), p.user_attrs[key])
                      for p in trials[:i] if key in p.user_attrs]
-            if decide(Entry(t.number, (t.user_attrs["params"],), t.user_attrs[key]), peers, factor,
+            if decide(Entry(t.number, (t.user_attrs[record.PARAMS],), t.user_attrs[key]), peers, factor,
                       min_trials, margin):
                 stop = rung
                 break
-        if stop is not None and t.user_attrs.get("pruned_rung") != stop:  # stopped sooner than it was
+        if stop is not None and t.user_attrs.get(record.PRUNED_RUNG) != stop:  # stopped sooner than it was
             images += stop
         else:
-            images += t.user_attrs["images_seen"]
+            images += t.user_attrs[record.IMAGES_SEEN]
             kept.append(t)
     return images, kept
 

@@ -23,7 +23,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import optuna  # noqa: E402
 
 from search.cli import main as cli  # noqa: E402
-from search.front import hypervolume, images_trained
+from search import record  # noqa: E402
+from search.quality import hypervolume, images_trained  # noqa: E402
 
 
 def run(pruner: str, args, storage: str) -> list[optuna.trial.FrozenTrial]:
@@ -36,7 +37,7 @@ def run(pruner: str, args, storage: str) -> list[optuna.trial.FrozenTrial]:
     if code != 0:
         raise SystemExit(code)
     study = optuna.load_study(study_name=f"bench-{pruner}", storage=storage)
-    return [t for t in study.trials if "skipped" not in t.user_attrs]
+    return [t for t in study.trials if not record.is_skipped(t)]
 
 
 def summary(trials: list[optuna.trial.FrozenTrial]) -> dict:

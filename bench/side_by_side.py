@@ -24,7 +24,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import optuna  # noqa: E402
 
-from search.front import hypervolume  # noqa: E402
+from search import record  # noqa: E402
+from search.quality import hypervolume  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,8 +47,8 @@ def finished_by(storage: str, study: str, cutoff: dt.datetime) -> list:
 def time_split(trials, wall: float) -> str:
     """Shares of the wall time: training, evaluating (rung subsets, the validation split, the test
     set), and the rest (loading, planning, sampling, storage, model building)."""
-    train = sum(t.user_attrs.get("train_seconds", 0) for t in trials)
-    evaluate = sum(t.user_attrs.get("eval_seconds", 0) for t in trials)
+    train = sum(t.user_attrs.get(record.TRAIN_SECONDS, 0) for t in trials)
+    evaluate = sum(t.user_attrs.get(record.EVAL_SECONDS, 0) for t in trials)
     return (f"training {train / wall:.0%}, evaluating {evaluate / wall:.0%}, "
             f"overhead {max(0.0, wall - train - evaluate) / wall:.0%}")
 
@@ -71,8 +72,8 @@ def run_seed(args, seed: int, folder: Path) -> dict:
             split = time_split(finished_by(storage, name, dt.datetime.max), args.minutes * 60)
             print(f"seed {seed}, ours: of {args.minutes:g} min, {split}")
         out[name] = {"trials": len(trials), "complete": len(done), "hv": hypervolume(trials),
-                     "hv_test": hypervolume(trials, "test_acc"), "rc": procs[name].returncode,
-                     "best": max((t.user_attrs.get("test_acc", 0) for t in done), default=0)}
+                     "hv_test": hypervolume(trials, record.TEST_ACC), "rc": procs[name].returncode,
+                     "best": max((t.user_attrs.get(record.TEST_ACC, 0) for t in done), default=0)}
     return out
 
 

@@ -74,6 +74,7 @@ class Report:
     images_seen: int
     train_loss: float       # mean over the batches since the previous report
     val_acc: float | None   # None when there is no validation split
+    checkpoints: tuple[int, ...] = ()  # the checkpoints asked for that this point serves, before rounding up
 
 
 @dataclass
@@ -197,8 +198,13 @@ def train(
     total_images = steps_per_epoch * spec.epochs * bs
     val_at = dict(checkpoints) if isinstance(checkpoints, Mapping) else dict.fromkeys(checkpoints)
     points = evaluation_points(total_images, bs, steps_per_epoch, val_at, every_epoch)
-    # A checkpoint rounded up to a whole batch keeps the validation images asked for at it.
-    val_at = {whole_batches(c, bs, total_images): v for c, v in val_at.items()}
+    # A checkpoint rounded up to a whole batch keeps its name and the validation images asked for
+    # at it; on a tiny split two checkpoints can round to one point, which then serves both.
+    asked: dict[int, tuple[int, ...]] = {}
+    for c in sorted(c for c in val_at if 0 < c < total_images):
+        point = whole_batches(c, bs, total_images)
+        asked[point] = (*asked.get(point, ()), c)
+    val_at = {point: val_at[cs[-1]] for point, cs in asked.items()}
     opt = make_optimizer(model, spec)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(spec.schedule, s, steps_per_epoch * spec.epochs, bs))
     result = TrainResult(device=str(device), precision=precision_name(amp))
@@ -243,7 +249,7 @@ def train(
             val = (val_at.get(point) or data.val) if point < total_images else data.val
             val_acc = accuracy(predict(model, val.images, amp), val.labels) if len(val) else None
             result.eval_seconds += time.perf_counter() - clock
-            report = Report(round(seen / (steps_per_epoch * bs), 4), seen, mean_loss, val_acc)
+            report = Report(round(seen / (steps_per_epoch * bs), 4), seen, mean_loss, val_acc, asked.get(point, ()))
             result.curve.append(report)
             result.val_acc = val_acc
             if on_report is not None and point < total_images:

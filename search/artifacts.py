@@ -16,7 +16,8 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_
 
 from fmnist.errors import UsageError, first_line
 
-WEIGHTS_ATTR = "weights_artifact"
+from . import record
+
 
 
 def artifact_dir(storage_url: str, explicit: str | None = None) -> Path:
@@ -62,7 +63,7 @@ def save_weights(trial: optuna.Trial, model: torch.nn.Module, store: WeightsStor
                 partial.unlink(missing_ok=True)
             raise UsageError(f"trial {trial.number}: cannot store its weights in the artifact folder "
                               f"({first_line(e)})") from None
-    trial.set_user_attr(WEIGHTS_ATTR, artifact_id)
+    trial.set_user_attr(record.WEIGHTS, artifact_id)
     return artifact_id
 
 
@@ -78,7 +79,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(trial: optuna.trial.FrozenTrial, store: FileSystemArtifactStore) -> dict[str, torch.Tensor]:
-    artifact_id = trial.user_attrs.get(WEIGHTS_ATTR)
+    artifact_id = trial.user_attrs.get(record.WEIGHTS)
     if artifact_id is None:
         raise UsageError(f"trial {trial.number} has no stored weights (run with --retrain to train it again)")
     with tempfile.TemporaryDirectory() as tmp:

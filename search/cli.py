@@ -17,7 +17,7 @@ from space.sample import SPACES
 
 from . import commands
 from .prune import PRUNERS
-from .study import SAMPLERS
+from .options import SAMPLERS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _study_name(text: str) -> str:
-    from .study import check_name
+    from .options import check_name
     try:
         return check_name(text)
     except UsageError as e:
@@ -179,7 +179,8 @@ def _study_name(text: str) -> str:
 
 
 def _add_study_options(p: argparse.ArgumentParser) -> None:
-    from .study import DEFAULT_STORAGE, DEFAULT_STUDY
+    from .options import DEFAULT_STUDY
+    from .storage import DEFAULT_STORAGE
     p.add_argument("--storage", default=DEFAULT_STORAGE,
                    help=f"SQLAlchemy URL of the Optuna storage (default {DEFAULT_STORAGE})")
     p.add_argument("--study", default=DEFAULT_STUDY, type=_study_name,

@@ -21,10 +21,10 @@ from space import ModelSpec, build, flops, param_count, zoo
 from space.sample import smallest
 
 from . import artifacts
-from . import study as studies
+from . import options, reclaim, record, storage as storages, study as studies
 from .front import format_counts, format_front
 from .progress import Progress
-from .report import format_table, pct
+from .table import format_table, pct
 from .run import (Profile, Search, SearchConfig, enqueue_seeds, enqueue_warm_starts, pick_profile,
                   reference_rate, too_big)
 
@@ -45,10 +45,10 @@ def load_dataset(args: argparse.Namespace) -> fmnist.FashionMNIST:
 
 def existing_study(args: argparse.Namespace):
     """The study named by --study, which must exist in --storage (a SQLite file is not created)."""
-    path = studies.sqlite_path(args.storage)
+    path = storages.sqlite_path(args.storage)
     if path is not None and not path.is_file():
         raise UsageError(f"--storage {args.storage}: no database at {path}")
-    return studies.load_existing(studies.open_storage(args.storage), args.study)
+    return studies.load_existing(storages.open_storage(args.storage), args.study)
 
 
 def prepare_data(args: argparse.Namespace) -> fmnist.Splits:
@@ -153,7 +153,6 @@ def presets(args: argparse.Namespace) -> int:
     return 0
 
 
-BUDGET_ATTR = "budget"  # study user attribute: what every trial of the study is trained with
 
 
 # An average trial costs about this fraction of a top-rung training: most stop at the first rung
@@ -189,7 +188,7 @@ def plan_budget(args: argparse.Namespace, device: torch.device, data: fmnist.Spl
 def search(args: argparse.Namespace) -> int:
     import optuna
     started = time.monotonic()  # --timeout counts from here: loading and planning are part of it
-    objectives = studies.parse_objectives(args.objective)
+    objectives = options.parse_objectives(args.objective)
     if "acc" in objectives and args.val_size == 0:
         raise UsageError("--val-size 0: the acc objective is validation accuracy, so selection needs "
                           "validation images (the test set is never used to choose)")
@@ -199,12 +198,12 @@ def search(args: argparse.Namespace) -> int:
         if limit is not None and limit < size:
             raise UsageError(f"{flag} {limit:,}: no candidate fits; the {args.space} space's smallest model "
                               f"has {size:,} {name}")
-    sampler = studies.make_sampler(args.sampler, args.seed)
+    sampler = options.make_sampler(args.sampler, args.seed)
     device = fmnist.pick_device(args.device)
     fast_kernels(device)
-    storage = studies.open_storage(args.storage)
+    storage = storages.open_storage(args.storage)
     existing = studies.check_study(storage, args.study, objectives)  # before the data: fail fast
-    stored = existing.user_attrs.get(BUDGET_ATTR) if existing is not None else None
+    stored = existing.user_attrs.get(record.BUDGET) if existing is not None else None
     space = stored.get("space", "blocks") if stored else args.space
     data = prepare_data(args)
     # We print our own line per trial; Optuna's warning for an interrupted trial carries a traceback.
@@ -212,11 +211,9 @@ def search(args: argparse.Namespace) -> int:
     rate = functools.cache(lambda: reference_rate(data, args.precision, args.seed))  # measured when needed
     profile = plan_budget(args, device, data, stored, rate)
     study = studies.open_study(storage, args.study, objectives, sampler)
-    if BUDGET_ATTR not in study.user_attrs:
-        study.set_user_attr(BUDGET_ATTR, {"epochs": profile.epochs, "train_images": len(data.train),
+    if record.BUDGET not in study.user_attrs:
+        study.set_user_attr(record.BUDGET, {"epochs": profile.epochs, "train_images": len(data.train),
                                           "val_images": len(data.val), "split_seed": args.seed, "space": space})
-        # For people reading the study (the dashboard shows study attributes): what each value is.
-        study.set_user_attr("objectives", {o: studies.OBJECTIVES[o][1] for o in objectives})
     config = SearchConfig(objectives=objectives, trials=args.trials, epochs=profile.epochs, space=space,
                           max_params=args.max_params, max_flops=args.max_flops,
                           profile_max_flops=profile.max_flops,
@@ -232,7 +229,7 @@ def search(args: argparse.Namespace) -> int:
     left = max(0, args.trials - runner.done())
     if args.timeout is None and left:
         print(estimate(left, len(data.train) * profile.epochs, rate()))
-    reclaimed = studies.reclaim_orphans(study, storage)
+    reclaimed = reclaim.reclaim_orphans(study, storage)
     if reclaimed:
         print(f"trials {', '.join(map(str, reclaimed))} were left running by a process that is gone: "
               f"marked failed, their configurations queued again")
@@ -276,7 +273,7 @@ def dashboard(args: argparse.Namespace) -> int:
 
     study = existing_study(args)
     folder = artifacts.artifact_dir(args.storage, args.artifact_dir)
-    app = optuna_dashboard.wsgi(studies.open_storage(args.storage), artifact_store=artifacts.open_store(folder))
+    app = optuna_dashboard.wsgi(storages.open_storage(args.storage), artifact_store=artifacts.open_store(folder))
     try:
         server = make_server(args.host, args.port, app, handler_class=Quiet)
     except OSError as e:
@@ -290,9 +287,9 @@ def dashboard(args: argparse.Namespace) -> int:
 
 def export_best(args: argparse.Namespace) -> int:
     from .export import ExportOptions, check_target, export, select
-    out = args.out or Path("exports") / studies.folder_safe(args.study)
+    out = args.out or Path("exports") / options.folder_safe(args.study)
     folder = artifacts.artifact_dir(args.storage, args.artifact_dir)
-    keep = [folder, *studies.sqlite_files(args.storage)]
+    keep = [folder, *storages.sqlite_files(args.storage)]
     check_target(out, keep)  # refuse a bad --out before opening anything
     study = existing_study(args)
     chosen = select(study, args.trial, args.max_params, args.top, args.by)

@@ -26,12 +26,12 @@ from fmnist.errors import UsageError
 from fmnist.metrics import classification_report
 from space import ModelSpec, build, flops, param_count
 
-from . import figures
+from . import figures, record
 from .artifacts import load_weights, read_state_dict
 from .document import Document
-from .report import pct
-from .front import dominated_seeds, front, ours, seed_points
-from .study import OBJECTIVES
+from .table import pct
+from .front import dominated_seeds, front, seed_points
+from .options import OBJECTIVES
 
 TOLERANCE = 1e-3  # max |difference| of logits between PyTorch and the exported files
 
@@ -40,7 +40,7 @@ def select(study: optuna.Study, trials: Sequence[int] = (), max_params: int | No
            top: int | None = None, by: str = "acc") -> list[FrozenTrial]:
     """The trials to export: --trial numbers, else the --top K by an objective, else the front."""
     all_trials = study.get_trials(deepcopy=False)
-    finished = [t for t in all_trials if t.state == TrialState.COMPLETE and ours(t)]
+    finished = [t for t in all_trials if t.state == TrialState.COMPLETE and record.is_ours(t)]
     if not finished:
         raise UsageError(f"study {study.study_name!r} has no finished trials of fmnist-search to export")
     if trials:
@@ -48,7 +48,7 @@ def select(study: optuna.Study, trials: Sequence[int] = (), max_params: int | No
         for n in trials:
             if not 0 <= n < len(all_trials):
                 raise UsageError(f"--trial {n}: no such trial (the study has trials 0-{len(all_trials) - 1})")
-            if all_trials[n].state == TrialState.COMPLETE and not ours(all_trials[n]):
+            if all_trials[n].state == TrialState.COMPLETE and not record.is_ours(all_trials[n]):
                 raise UsageError(f"--trial {n}: not trained by fmnist-search (no spec recorded)")
             if all_trials[n].state != TrialState.COMPLETE:
                 raise UsageError(f"--trial {n}: the trial is {all_trials[n].state.name.lower()}; "
@@ -57,7 +57,7 @@ def select(study: optuna.Study, trials: Sequence[int] = (), max_params: int | No
     elif top is not None:
         if by not in OBJECTIVES:
             raise UsageError(f"--by: unknown objective {by!r} (valid: {', '.join(OBJECTIVES)})")
-        key = {"acc": "val_acc", "params": "params", "flops": "flops", "latency": "latency_ms"}[by]
+        key = record.OBJECTIVE_ATTR[by]
         ranked = [t for t in finished if t.user_attrs.get(key) is not None]
         if not ranked:
             raise UsageError(f"--by {by}: no finished trial recorded it")
@@ -66,14 +66,14 @@ def select(study: optuna.Study, trials: Sequence[int] = (), max_params: int | No
     else:
         chosen = front(study)
     if max_params is not None:
-        chosen = [t for t in chosen if t.user_attrs["params"] <= max_params]
+        chosen = [t for t in chosen if t.user_attrs[record.PARAMS] <= max_params]
         if not chosen:
             raise UsageError(f"--max-params {max_params:,}: none of the chosen trials is that small")
     return chosen
 
 
 def folder_name(t: FrozenTrial) -> str:
-    return f"trial-{t.number}" + (f"-{t.user_attrs['preset']}" if "preset" in t.user_attrs else "")
+    return f"trial-{t.number}" + (f"-{t.user_attrs[record.PRESET]}" if record.is_seed(t) else "")
 
 
 MARKER = ".fmnist-export"  # written in every export folder: what export-best may replace later
@@ -236,8 +236,8 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
 
     def fill(tmp: Path) -> None:
         for t in chosen:
-            spec = ModelSpec.from_json(t.user_attrs["spec"])
-            before = t.user_attrs.get("test_acc")
+            spec = ModelSpec.from_json(t.user_attrs[record.SPEC])
+            before = t.user_attrs.get(record.TEST_ACC)
             if options.retrain:
                 log(f"trial {t.number}: retraining on all {len(ds.train):,} training images ...")
                 model, spec = retrain(spec, ds, options.device, options.epochs, options.seed, options.precision, log)
@@ -249,13 +249,13 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
             folder = tmp / folder_name(t)
             checks = write_model_files(folder, spec, model, example)
             metrics = {
-                "trial": t.number, "preset": t.user_attrs.get("preset"), "params": param_count(spec.arch),
-                "flops": flops(spec.arch), "val_acc": t.user_attrs.get("val_acc"),
+                "trial": t.number, "preset": t.user_attrs.get(record.PRESET), "params": param_count(spec.arch),
+                "flops": flops(spec.arch), "val_acc": t.user_attrs.get(record.VAL_ACC),
                 "test_acc": report["accuracy"], "test_top5": report["top5"],
                 "retrained": {"epochs": spec.train.epochs, "test_acc_before": before,
                               "test_acc_after": report["accuracy"]} if options.retrain else None,
                 "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],
-                "curve": t.user_attrs.get("curve", []),
+                "curve": t.user_attrs.get(record.CURVE, []),
                 "seeds_dominated": dominated_seeds(param_count(spec.arch), report["accuracy"]), **checks,
             }
             (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -275,12 +275,12 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
 
 def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], results: list[dict]) -> None:
     finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.user_attrs.get("test_acc") is not None and ours(t)]
+                if t.user_attrs.get(record.TEST_ACC) is not None and record.is_ours(t)]
     front_numbers = {t.number for t in study.best_trials}
     figures.front_plot(
         folder / "front.png",
-        trials=[(t.user_attrs["params"], t.user_attrs["test_acc"]) for t in finished],
-        front=[(t.user_attrs["params"], t.user_attrs["test_acc"]) for t in finished if t.number in front_numbers],
+        trials=[(t.user_attrs[record.PARAMS], t.user_attrs[record.TEST_ACC]) for t in finished],
+        front=[(t.user_attrs[record.PARAMS], t.user_attrs[record.TEST_ACC]) for t in finished if t.number in front_numbers],
         exported=[(m["params"], m["test_acc"], folder_name(t)) for t, m in zip(chosen, results)],
         seeds=[(p, a, name) for name, p, a in seed_points()])
     doc = Document(f"fmnist-search export: study '{study.study_name}'")

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from typing import Sequence, TextIO
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+from . import record
 
 
 def _clock(seconds: float) -> str:
@@ -46,20 +49,18 @@ class Progress:
                        wanted: int) -> None:
         if not self.live:
             return
-        pruned = sum(t.state == TrialState.PRUNED and "skipped" not in t.user_attrs for t in trials)
-        failed = sum(t.state == TrialState.FAIL for t in trials)
+        kinds = Counter(record.kind(t) for t in trials)
         # The ETA counts every trained trial, seeds included: they cost time too, and counting only
         # sampled ones made it grow without bound while the seeds went through the rungs.
-        trained = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "skipped" not in t.user_attrs
-                      for t in trials)
-        queued_seeds = sum(t.state == TrialState.WAITING and "preset" in t.user_attrs for t in trials)
+        trained = kinds["complete"] + kinds["pruned"]
+        queued_seeds = sum(t.state == TrialState.WAITING and record.is_seed(t) for t in trials)
         elapsed = time.perf_counter() - self.started
         if self.done_at_start is None:
             self.done_at_start = trained - 1
         rate = (trained - self.done_at_start) / elapsed if elapsed else 0
         left = max(0, wanted - done) + queued_seeds
         eta = _clock(left / rate) if rate > 0 and left else "-"
-        self.status = (f"{done}/{wanted} done, {pruned} pruned, {failed} failed, "
+        self.status = (f"{done}/{wanted} done, {kinds['pruned']} pruned, {kinds['failed']} failed, "
                        f"front {len(study.best_trials)}, {_clock(elapsed)} elapsed, ETA {eta}")
         self.trial = ""
         self._draw()

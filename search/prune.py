@@ -37,6 +37,7 @@ from optuna.trial import TrialState
 
 import fmnist
 
+from . import record
 from .pareto import nondominated_ranks
 
 PRUNERS = ("pareto", "none")
@@ -108,7 +109,7 @@ class ParetoPruner:
         self.at_chance = chance + chance_margin
 
     def entries_at(self, rung: int, exclude: int) -> list[Entry]:
-        key = f"rung_{rung}"
+        key = record.rung_key(rung)
         return [Entry(t.number, tuple(t.user_attrs[c] for c in self.costs), t.user_attrs[key])
                 for t in self.study.get_trials(deepcopy=False,
                                                states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
@@ -119,6 +120,8 @@ class ParetoPruner:
         """Why the trial should stop at rungs[index] (None: continue), given its accuracy at each
         rung passed (``mine``); falls back to lower rungs while this one has too few peers."""
         for j in range(index, -1, -1):
+            if rungs[j] not in mine:
+                continue
             others = self.entries_at(rungs[j], number)
             if len(others) + 1 < self.min_trials:
                 continue
@@ -137,29 +140,26 @@ class ParetoPruner:
         ``sizes`` holds the trial's value of each cost (params, FLOPs), known from its spec;
         ``budget`` is the top rung; ``deadline`` a time.monotonic() by which training must end."""
         costs = tuple(sizes[c] for c in self.costs)
-        pending, mine = list(rungs), {}
+        mine: dict[int, float] = {}
         started = time.monotonic()
 
         def on_report(report: fmnist.Report) -> str | None:
-            reason = None
-            while pending and report.images_seen >= pending[0] and not reason:
-                rung = pending.pop(0)
-                if report.val_acc is None:
-                    continue
+            # The trainer says which rungs this evaluation serves (more than one on a tiny split).
+            for rung in (r for r in report.checkpoints if r in rungs and report.val_acc is not None):
                 mine[rung] = report.val_acc
-                trial.set_user_attr(f"rung_{rung}", report.val_acc)
+                trial.set_user_attr(record.rung_key(rung), report.val_acc)
                 if rung == rungs[0] and report.val_acc < self.at_chance:
                     reason = f"still at chance ({100 * report.val_acc:.1f}% validation accuracy)"
                 else:
                     reason = self.judge(trial.number, costs, mine, rungs, rungs.index(rung))
                 if reason:
-                    trial.set_user_attr("pruned_rung", rung)
+                    trial.set_user_attr(record.PRUNED_RUNG, rung)
                     return f"at rung {rung:,} images: {reason}"
             if deadline is not None and report.images_seen < budget:
                 rate = report.images_seen / max(1e-9, time.monotonic() - started)
                 needed, left = (budget - report.images_seen) / rate, deadline - time.monotonic()
                 if needed > left:
-                    trial.set_user_attr("pruned_rung", report.images_seen)
+                    trial.set_user_attr(record.PRUNED_RUNG, report.images_seen)
                     return (f"out of time: about {needed:.0f} s of training left to the top rung, "
                             f"{max(0.0, left):.0f} s to the deadline")
             return None

@@ -12,7 +12,7 @@ Trial attributes (absent, never None, where there is no figure: the dashboard so
   figures    val_acc, test_acc, test_top5, curve ([[epoch, val_acc], ...]), epochs_run, images_seen,
              train_seconds, eval_seconds, images_per_s, device, precision, latency_ms
   rungs      rung_<images>: validation accuracy at that many training images seen (``rung_key``)
-  people     summary (one line of architecture), weights (artifact id)
+  people     summary (one line of architecture), weights_artifact (the weights' artifact id)
 Study attributes: budget (the contract every worker trains under), objectives (what each value
 measures), schema (``SCHEMA_VERSION``).
 """
@@ -31,7 +31,7 @@ SKIPPED, PRUNED_REASON, PRUNED_RUNG = "skipped", "pruned_reason", "pruned_rung"
 VAL_ACC, TEST_ACC, TEST_TOP5, CURVE = "val_acc", "test_acc", "test_top5", "curve"
 EPOCHS_RUN, IMAGES_SEEN, TRAIN_SECONDS, EVAL_SECONDS = "epochs_run", "images_seen", "train_seconds", "eval_seconds"
 IMAGES_PER_S, DEVICE, PRECISION, LATENCY_MS = "images_per_s", "device", "precision", "latency_ms"
-WEIGHTS = "weights"
+WEIGHTS = "weights_artifact"
 RUNG_PREFIX = "rung_"
 
 # -- study attributes --------------------------------------------------------------------------

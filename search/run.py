@@ -21,10 +21,11 @@ from fmnist.errors import SpecError
 from space import ModelSpec, build, flops, param_count, training_bytes, zoo
 from space.sample import WARM_STARTS, fixed, sample
 
-from . import study as studies
+from . import reclaim, record
 from .artifacts import save_weights
 from .progress import Progress
 from .prune import ParetoPruner, rung_images, rung_val_size
+from .table import pct
 
 
 @dataclass(frozen=True)
@@ -97,27 +98,26 @@ class SearchConfig:
 
 def counts_toward_trials(t: FrozenTrial) -> bool:
     """Sampled candidates that were trained (finished or pruned); seeds and skips come on top."""
-    return (t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "skipped" not in t.user_attrs
-            and "preset" not in t.user_attrs)
+    return record.was_trained(t) and not record.is_seed(t)
 
 
 def enqueue_seeds(study: optuna.Study) -> list[str]:
     """Queue each seed preset not yet in the study, cheapest first: candidates like any other,
     through the same rungs (the early trials decide what the rungs compare against)."""
-    present = {t.user_attrs.get("preset") for t in study.get_trials(deepcopy=False)}
+    present = {t.user_attrs.get(record.PRESET) for t in study.get_trials(deepcopy=False)}
     queued = [p.name for p in sorted(zoo.PRESETS, key=lambda p: p.flops) if p.name not in present]
     for name in queued:
-        study.enqueue_trial({}, user_attrs={"preset": name}, skip_if_exists=False)
+        study.enqueue_trial({}, user_attrs={record.PRESET: name}, skip_if_exists=False)
     return queued
 
 
 def enqueue_warm_starts(study: optuna.Study) -> int:
     """Queue the stages space's warm starts not yet in the study; returns how many."""
-    present = {t.user_attrs.get("warm_start") for t in study.get_trials(deepcopy=False)}
+    present = {t.user_attrs.get(record.WARM_START) for t in study.get_trials(deepcopy=False)}
     queued = 0
     for i, params in enumerate(WARM_STARTS):
         if i not in present:
-            study.enqueue_trial(params, user_attrs={"warm_start": i}, skip_if_exists=False)
+            study.enqueue_trial(params, user_attrs={record.WARM_START: i}, skip_if_exists=False)
             queued += 1
     return queued
 
@@ -164,14 +164,14 @@ class Search:
 
     # -- one trial ------------------------------------------------------------------------
     def candidate(self, trial: optuna.Trial) -> ModelSpec:
-        preset = trial.user_attrs.get("preset")
+        preset = trial.user_attrs.get(record.PRESET)
         if preset:
             spec = zoo.get(preset)
             return dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=self.config.epochs))
         return sample(trial, self.config.epochs, self.config.space)
 
     def skip(self, trial: optuna.Trial, reason: str) -> None:
-        trial.set_user_attr("skipped", reason)
+        trial.set_user_attr(record.SKIPPED, reason)
         raise Skip(reason)
 
     def duplicate_of(self, spec_json: str, number: int) -> int | None:
@@ -179,14 +179,14 @@ class Search:
         wins, so two workers that drew the same seed or candidate at once train it once)."""
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                                TrialState.RUNNING)):
-            if (t.number != number and "skipped" not in t.user_attrs and t.user_attrs.get("spec") == spec_json
+            if (t.number != number and not record.is_skipped(t) and t.user_attrs.get(record.SPEC) == spec_json
                     and (t.state != TrialState.RUNNING or t.number < number)):
                 return t.number
         return None
 
     def objective(self, trial: optuna.Trial) -> Sequence[float]:
         self.current = trial.number
-        studies.mark_worker(trial)
+        reclaim.mark_worker(trial)
         try:
             spec = self.candidate(trial)
         except SpecError as e:
@@ -195,7 +195,7 @@ class Search:
         sizes = {"params": param_count(arch), "flops": flops(arch)}
         n_params, n_flops = sizes["params"], sizes["flops"]
         spec_json = spec.to_json()
-        for key, value in {**sizes, "spec": spec_json}.items():
+        for key, value in {record.PARAMS: n_params, record.FLOPS: n_flops, record.SPEC: spec_json}.items():
             trial.set_user_attr(key, value)
         cfg = self.config
         if cfg.max_params is not None and n_params > cfg.max_params:
@@ -223,24 +223,24 @@ class Search:
                               every_epoch=False, on_report=hook, on_progress=self.progress.trial_progress)
         self.record(trial, result)
         if result.stop_reason:  # pruned at a rung, or a non-finite loss
-            trial.set_user_attr("pruned_reason", result.stop_reason)
+            trial.set_user_attr(record.PRUNED_REASON, result.stop_reason)
             raise optuna.TrialPruned(result.stop_reason)
         if self.store is not None:
             save_weights(trial, model, self.store)
         values = {"acc": result.val_acc, **{k: float(v) for k, v in sizes.items()}}
         if "latency" in cfg.objectives:
             values["latency"] = fmnist.latency_ms(model, self.data.val.images[:1], cfg.precision)
-            trial.set_user_attr("latency_ms", values["latency"])
+            trial.set_user_attr(record.LATENCY_MS, values["latency"])
         return [values[o] for o in cfg.objectives]
 
     def record(self, trial: optuna.Trial, result: fmnist.TrainResult) -> None:
         attrs = {
-            "val_acc": result.val_acc, "test_acc": result.test_acc, "test_top5": result.test_top5,
-            "curve": [[r.epoch, round(r.val_acc, 4)] for r in result.curve if r.val_acc is not None], "epochs_run": result.epochs_run,
-            "images_seen": result.images_seen, "train_seconds": round(result.train_seconds, 3),
-            "eval_seconds": round(result.eval_seconds, 3),
-            "images_per_s": round(result.images_per_s, 1), "device": result.device,
-            "precision": result.precision,
+            record.VAL_ACC: result.val_acc, record.TEST_ACC: result.test_acc, record.TEST_TOP5: result.test_top5,
+            record.CURVE: [[r.epoch, round(r.val_acc, 4)] for r in result.curve if r.val_acc is not None],
+            record.EPOCHS_RUN: result.epochs_run, record.IMAGES_SEEN: result.images_seen,
+            record.TRAIN_SECONDS: round(result.train_seconds, 3), record.EVAL_SECONDS: round(result.eval_seconds, 3),
+            record.IMAGES_PER_S: round(result.images_per_s, 1), record.DEVICE: result.device,
+            record.PRECISION: result.precision,
         }
         for key, value in attrs.items():
             if value is not None:  # a missing figure is absent, not None: the dashboard sorts numbers
@@ -253,7 +253,7 @@ class Search:
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.current = None
-        skipped = "skipped" in trial.user_attrs
+        skipped = record.is_skipped(trial)
         self.consecutive_skips = self.consecutive_skips + 1 if skipped else 0
         self.out(describe_trial(trial))
         trials = study.get_trials(deepcopy=False)  # one read of the storage serves both counts
@@ -278,7 +278,7 @@ class Search:
             if self.current is not None:  # Optuna has marked it FAIL: queue its configuration again
                 interrupted = self.study.get_trials(deepcopy=False)[self.current]
                 if interrupted.state == TrialState.FAIL:
-                    studies.retry(self.study, interrupted)
+                    reclaim.retry(self.study, interrupted)
             raise
         finally:
             self.progress.close()
@@ -286,15 +286,15 @@ class Search:
 
 def describe_trial(t: FrozenTrial) -> str:
     """One line per trial for the log."""
-    who = f"trial {t.number}" + (f" ({t.user_attrs['preset']})" if "preset" in t.user_attrs else "")
-    params = t.user_attrs.get("params")
+    who = f"trial {t.number}" + (f" ({t.user_attrs[record.PRESET]})" if record.is_seed(t) else "")
+    params = t.user_attrs.get(record.PARAMS)
     size = f"{params:,} params" if params is not None else "no spec"
-    if "skipped" in t.user_attrs:
-        return f"{who}: skipped, {t.user_attrs['skipped']}"
+    if record.is_skipped(t):
+        return f"{who}: skipped, {t.user_attrs[record.SKIPPED]}"
     if t.state == TrialState.PRUNED:
-        return f"{who}: {size}, pruned: {t.user_attrs.get('pruned_reason', 'pruned')}"
+        return f"{who}: {size}, pruned: {t.user_attrs.get(record.PRUNED_REASON, 'pruned')}"
     if t.state != TrialState.COMPLETE:
         return f"{who}: {t.state.name.lower()}"
     a = t.user_attrs
-    return (f"{who}: {size}, val {100 * a['val_acc']:.2f}%, test {100 * a['test_acc']:.2f}%, "
-            f"{a['epochs_run']:g} epochs, {a['train_seconds']:.1f} s")
+    return (f"{who}: {size}, val {pct(a[record.VAL_ACC])}, test {pct(a.get(record.TEST_ACC))}, "
+            f"{a[record.EPOCHS_RUN]:g} epochs, {a[record.TRAIN_SECONDS]:.1f} s")

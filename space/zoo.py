@@ -143,10 +143,13 @@ def names() -> list[str]:
 
 
 def preset(name: str) -> Preset:
+    """A seed model by name with what its project reported; an unknown name is a SpecError listing
+    the known ones. The one lookup: ``get`` and the reports go through it."""
     try:
         return _BY_NAME[name]
     except KeyError:
         raise SpecError(f"unknown preset {name!r} (known: {', '.join(names())})") from None
+
 
 
 def get(name: str) -> ModelSpec:

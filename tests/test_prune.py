@@ -91,8 +91,8 @@ def test_hook_records_each_rung_and_prunes_on_the_hand_made_curve():
     study = _study_with_peers(2000)
     trial = study.ask()
     hook = ParetoPruner(study).hook(trial, {"params": 500_000}, [1000, 2000], 6000)
-    assert hook(Report(0.5, 1000, 1.0, 0.60)) is None  # first rung: no peers there yet, not at chance
-    reason = hook(Report(1.0, 2000, 0.8, 0.82))
+    assert hook(Report(0.5, 1000, 1.0, 0.60, checkpoints=(1000,))) is None  # first rung: no peers there yet, not at chance
+    reason = hook(Report(1.0, 2000, 0.8, 0.82, checkpoints=(2000,)))
     assert reason and "rung 2,000 images" in reason and "trial 3 (400,000 params" in reason
     assert "7.0 points more accurate" in reason
     attrs = study.trials[-1].user_attrs
@@ -103,13 +103,13 @@ def test_chance_level_is_pruned_at_the_first_rung_and_seeds_are_candidates_like_
     study = _study_with_peers(2000)
     trial = study.ask()
     trial.set_user_attr("params", 1_000)
-    reason = ParetoPruner(study).hook(trial, {"params": 1_000}, [1000, 2000], 6000)(Report(0.5, 1000, 2.3, 0.11))
+    reason = ParetoPruner(study).hook(trial, {"params": 1_000}, [1000, 2000], 6000)(Report(0.5, 1000, 2.3, 0.11, checkpoints=(1000,)))
     assert reason and "still at chance" in reason
     seed = study.ask({"x": FloatDistribution(0, 1)})
     seed.set_user_attr("preset", "seed003")  # warm starts, not a toll: pruned like any candidate
     hook = ParetoPruner(study).hook(seed, {"params": 900_000}, [1000, 2000], 6000)
-    assert hook(Report(0.5, 1000, 2.0, 0.50)) is None
-    assert "points more accurate" in hook(Report(1.0, 2000, 1.9, 0.80))
+    assert hook(Report(0.5, 1000, 2.0, 0.50, checkpoints=(1000,))) is None
+    assert "points more accurate" in hook(Report(1.0, 2000, 1.9, 0.80, checkpoints=(2000,)))
 
 
 def _study_at_rung(rung: int, entries: list[Entry]) -> optuna.Study:
@@ -142,7 +142,7 @@ def test_a_trial_that_cannot_reach_the_top_rung_before_the_deadline_stops():
     hook = ParetoPruner(study).hook(trial, {"params": 1_000}, [1000, 2000], 10_000_000,
                                     deadline=time.monotonic() + 5)
     time.sleep(0.05)  # 1,000 images in 50 ms: 10M would take over 8 minutes, with 5 s left
-    reason = hook(Report(0.5, 1000, 1.0, 0.60))
+    reason = hook(Report(0.5, 1000, 1.0, 0.60, checkpoints=(1000,)))
     assert reason and reason.startswith("out of time")
 
 
@@ -180,5 +180,5 @@ def test_a_worker_sees_the_rung_values_another_worker_wrote(tmp_path):
         trial.set_user_attr("rung_2000", e.acc)
         theirs.tell(trial, [e.acc, e.costs[0]])
     trial = mine.ask()
-    reason = ParetoPruner(mine).hook(trial, {"params": 500_000}, [2000], 6000)(Report(1.0, 2000, 0.8, 0.82))
+    reason = ParetoPruner(mine).hook(trial, {"params": 500_000}, [2000], 6000)(Report(1.0, 2000, 0.8, 0.82, checkpoints=(2000,)))
     assert reason and "trial 3 (400,000 params" in reason  # a trial the other worker ran

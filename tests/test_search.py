@@ -13,7 +13,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 import fmnist
-from search import study as studies
+from search import options, storage as storages
 from search.cli import main
 from search.run import Search, SearchConfig, counts_toward_trials
 from space import ModelSpec, flops, param_count
@@ -90,12 +90,12 @@ def test_seeds_are_enqueued_once_and_compared(synth_dir, tmp_path, capsys):
 
 KILLED_WORKER = """
 import os, sys, optuna
-from search import study as studies
+from search import options, reclaim, storage as storages, study as studies
 from space.sample import sample
-storage = studies.open_storage(sys.argv[1])
-study = studies.open_study(storage, "s", ("acc", "params"), studies.make_sampler("random", 5))
+storage = storages.open_storage(sys.argv[1])
+study = studies.open_study(storage, "s", ("acc", "params"), options.make_sampler("random", 5))
 trial = study.ask()
-studies.mark_worker(trial)
+reclaim.mark_worker(trial)
 sample(trial, 1)
 os._exit(9)  # dies like kill -9, mid-trial
 """
@@ -186,7 +186,7 @@ def test_two_workers_started_together_share_one_new_study(synth_dir, tmp_path):
 POPPER = """
 import sys, optuna
 from optuna.trial import TrialState
-from search.study import open_storage
+from search.storage import open_storage
 study = optuna.load_study(study_name="q", storage=open_storage(sys.argv[1]))
 while True:
     trial = study.ask()  # takes the next enqueued trial, or makes a new one when none is left
@@ -213,7 +213,7 @@ def test_workers_never_take_the_same_enqueued_trial(tmp_path):
 
 
 def test_a_lost_race_to_create_the_tables_is_retried(tmp_path, monkeypatch):
-    real, calls = studies.RDBStorage, []
+    real, calls = storages.RDBStorage, []
 
     def lose_first_race(*args, **kwargs):
         calls.append(1)
@@ -221,15 +221,15 @@ def test_a_lost_race_to_create_the_tables_is_retried(tmp_path, monkeypatch):
             raise sqlalchemy.exc.OperationalError("CREATE TABLE studies", {}, "table studies already exists")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(studies, "RDBStorage", lose_first_race)
-    storage = studies.open_storage(f"sqlite:///{tmp_path / 'race.db'}")
+    monkeypatch.setattr(storages, "RDBStorage", lose_first_race)
+    storage = storages.open_storage(f"sqlite:///{tmp_path / 'race.db'}")
     assert len(calls) == 2 and optuna.get_all_study_names(storage) == []
 
 
 OPENER = """
 import os, sys, time
 from pathlib import Path
-from search.study import open_storage
+from search.storage import open_storage
 ready, n = Path(sys.argv[2]), int(sys.argv[3])
 (ready / str(os.getpid())).touch()
 while len(list(ready.iterdir())) < n:  # a barrier: every process has imported everything
@@ -256,10 +256,10 @@ def test_a_storage_that_keeps_failing_is_one_line(tmp_path, monkeypatch):
     def always_locked(*args, **kwargs):
         raise sqlalchemy.exc.OperationalError("BEGIN", {}, "database is locked")
 
-    monkeypatch.setattr(studies, "RDBStorage", always_locked)
-    monkeypatch.setattr(studies.time, "sleep", lambda s: None)
-    with pytest.raises(studies.UsageError, match="cannot open .*database is locked"):
-        studies.open_storage(f"sqlite:///{tmp_path / 'locked.db'}")
+    monkeypatch.setattr(storages, "RDBStorage", always_locked)
+    monkeypatch.setattr(storages.time, "sleep", lambda s: None)
+    with pytest.raises(storages.UsageError, match="cannot open .*database is locked"):
+        storages.open_storage(f"sqlite:///{tmp_path / 'locked.db'}")
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -317,11 +317,11 @@ def test_optuna_dashboard_serves_the_study_over_http(small_study):
 
 
 def test_objective_names_parse():
-    assert studies.parse_objectives("acc, params,latency") == ("acc", "params", "latency")
+    assert options.parse_objectives("acc, params,latency") == ("acc", "params", "latency")
     with pytest.raises(fmnist.UsageError, match="twice"):
-        studies.parse_objectives("acc,acc")
+        options.parse_objectives("acc,acc")
     with pytest.raises(fmnist.UsageError, match="at least one"):
-        studies.parse_objectives(" , ")
+        options.parse_objectives(" , ")
 
 
 def test_all_four_objectives_are_returned_and_named(synth_dir, tmp_path):

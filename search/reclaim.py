@@ -1,0 +1,66 @@
+"""Trials that died mid-training get their configuration queued again.
+
+One mechanism serves three ways a trial can die: Ctrl-C in this process, a killed process on
+this machine (found by its dead pid), and a worker elsewhere that stopped sending heartbeats
+(Optuna's stale-trial check). Each time the trial is marked FAIL and a WAITING copy with the same
+parameters is queued.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from . import record
+
+MAX_RETRY = 3
+
+
+def retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue the failed ``trial``'s configuration again (at most MAX_RETRY times per configuration).
+
+    Like Optuna's RetryHeartbeatStaleTrialCallback, but carrying over only what identifies the
+    candidate (its parameters, and the preset name of an enqueued seed), not the measurements of
+    the attempt that died.
+    """
+    history = list(trial.system_attrs.get("retry_history", [])) + [trial.number]
+    if len(history) > MAX_RETRY:
+        return
+    study.add_trial(optuna.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={k: v for k, v in trial.user_attrs.items() if k == record.PRESET},
+        system_attrs={"failed_trial": history[0], "retry_history": history}))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_worker(trial: optuna.Trial) -> None:
+    trial.set_user_attr(record.WORKER, f"{socket.gethostname()}:{os.getpid()}")
+
+
+def reclaim_orphans(study: optuna.Study, storage: RDBStorage) -> list[int]:
+    """Fail and retry RUNNING trials whose worker process on this machine is gone."""
+    host = socket.gethostname()
+    reclaimed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker_host, _, pid = str(t.user_attrs.get(record.WORKER, "")).rpartition(":")
+        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                retry(study, storage.get_trial(t._trial_id))
+                reclaimed.append(t.number)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker got there first
+    return reclaimed
