@@ -37,6 +37,9 @@ def test_checkpoints_report_inside_an_epoch(splits):
     result = _train(splits, spec=TrainSpec(epochs=2, batch_size=50), checkpoints=[100, 600])
     assert [r.images_seen for r in result.curve] == [100, 500, 600, 1000]
     assert result.curve[0].epoch == 0.2
+    # Each report names the checkpoints it serves, as asked (before rounding to whole batches).
+    odd = _train(splits, spec=TrainSpec(epochs=2, batch_size=50), checkpoints=[90, 95, 610], every_epoch=False)
+    assert [(r.images_seen, r.checkpoints) for r in odd.curve] == [(100, (90, 95)), (650, (610,)), (1000, ())]
 
 
 def test_same_seed_same_run_different_seed_different_run(splits):
