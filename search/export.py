@@ -1,4 +1,4 @@
-"""``export-best``: chosen trials -> one folder per model (spec, weights, TorchScript, ONNX, metrics)
+"""``export-best``: chosen trials -> one folder per model (spec, weights, torch.export, ONNX, TorchScript, metrics)
 and a report with pictures. Everything is written into a temporary folder beside the target and
 renamed into place at the end, so a failure leaves no partial export behind.
 """
@@ -163,11 +163,14 @@ def _max_diff(a: torch.Tensor | np.ndarray, b: torch.Tensor) -> float:
 
 
 def write_model_files(folder: Path, spec: ModelSpec, model: torch.nn.Module, example: torch.Tensor) -> dict:
-    """spec.json, weights.pt, model.ts, model.onnx, each loaded back and checked against ``model``."""
+    """spec.json, weights.pt, model.pt2 (a torch.export program), model.onnx (from that program,
+    through the dynamo exporter) and model.ts (TorchScript, deprecated upstream, kept while torch
+    loads it), each loaded back and checked against ``model``."""
     import onnxruntime
 
     folder.mkdir()
-    model = model.cpu().eval()
+    # Trained channels-last; exported in the default layout, which torch.export's archive stores whole.
+    model = model.cpu().eval().to(memory_format=torch.contiguous_format)
     (folder / "spec.json").write_text(spec.to_json())
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     torch.save(state, folder / "weights.pt")
@@ -176,22 +179,21 @@ def write_model_files(folder: Path, spec: ModelSpec, model: torch.nn.Module, exa
         raise RuntimeError(f"{folder / 'weights.pt'} does not read back as written")
     with torch.no_grad():
         expected = model(example)
-        with warnings.catch_warnings():  # torch.jit is deprecated upstream, yet TorchScript is what users load
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+        torch.export.save(program, folder / "model.pt2")
+        diffs = {"pt2_max_abs_diff": _max_diff(torch.export.load(folder / "model.pt2").module()(example), expected)}
+        with warnings.catch_warnings():  # the exporter reports its passes as warnings
             warnings.simplefilter("ignore")
+            torch.onnx.export(program, (example,), str(folder / "model.onnx"), input_names=["image"],
+                              output_names=["logits"], dynamo=True, verbose=False, external_data=False)
             torch.jit.trace(model, example).save(str(folder / "model.ts"))
-            scripted = torch.jit.load(str(folder / "model.ts"))
-        ts_diff = _max_diff(scripted(example).numpy(), expected)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), str(folder / "model.onnx"), input_names=["image"],
-                              output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
-                              verbose=False, external_data=False)
+            diffs["torchscript_max_abs_diff"] = _max_diff(torch.jit.load(str(folder / "model.ts"))(example), expected)
     session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    onnx_diff = _max_diff(session.run(None, {"image": example.numpy()})[0], expected)
-    for name, diff in (("model.ts", ts_diff), ("model.onnx", onnx_diff)):
+    diffs["onnx_max_abs_diff"] = _max_diff(session.run(None, {"image": example.numpy()})[0], expected)
+    for name, diff in diffs.items():
         if not diff <= TOLERANCE:
-            raise RuntimeError(f"{folder / name}: outputs differ from PyTorch by {diff:.2e} (> {TOLERANCE})")
-    return {"torchscript_max_abs_diff": ts_diff, "onnx_max_abs_diff": onnx_diff}
+            raise RuntimeError(f"{folder}: {name} {diff:.2e} between PyTorch and the exported file (> {TOLERANCE})")
+    return diffs
 
 
 def retrain(spec: ModelSpec, ds: fmnist.FashionMNIST, device: torch.device, epochs: int | None, seed: int,

@@ -85,6 +85,8 @@ def test_every_front_model_is_exported_with_checked_files(exported, study_db, sy
             expected = model(x)
         scripted = torch.jit.load(str(folder / "model.ts"))
         assert torch.allclose(scripted(x), expected, atol=1e-4)
+        program = torch.export.load(folder / "model.pt2").module()  # another batch size than at export
+        assert torch.allclose(program(x), expected, atol=1e-4)
         session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
         np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], expected.numpy(), atol=1e-4)
         assert not (folder / "model.onnx.data").exists()  # one self-contained ONNX file
@@ -96,7 +98,7 @@ def test_every_front_model_is_exported_with_checked_files(exported, study_db, sy
         assert all(0 <= v["precision"] <= 1 and 0 <= v["recall"] <= 1 for v in m["per_class"].values())
         cm = np.array(m["confusion_matrix"])
         assert cm.shape == (10, 10) and cm.sum() == 200
-        assert m["onnx_max_abs_diff"] <= 1e-3 and m["torchscript_max_abs_diff"] <= 1e-3
+        assert max(m["onnx_max_abs_diff"], m["torchscript_max_abs_diff"], m["pt2_max_abs_diff"]) <= 1e-3
 
 
 def test_report_has_valid_pictures_in_both_formats(exported, study_db):
