@@ -320,6 +320,6 @@ def predict(args: argparse.Namespace) -> int:
     if args.eval:
         test = load_dataset(args).test.to(device)
         logits = fmnist.predict(model, test.images, amp)
-        print(f"test accuracy {100 * fmnist.accuracy(logits, test.labels):.2f}%, "
-              f"top-5 {100 * fmnist.accuracy(logits, test.labels, 5):.2f}% on {len(test):,} images")
+        print(f"test accuracy {pct(fmnist.accuracy(logits, test.labels))}, "
+              f"top-5 {pct(fmnist.accuracy(logits, test.labels, 5))} on {len(test):,} images")
     return 0

@@ -265,8 +265,8 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
                                    f"{folder.name}: test confusion matrix")
             figures.curve_plot(folder / "curve.png", metrics["curve"], f"{folder.name}: learning curve")
             results.append(metrics)
-            log(f"{folder.name}: {metrics['params']:,} params, test {100 * report['accuracy']:.2f}%"
-                + (f" (before retraining {100 * before:.2f}%)" if options.retrain and before is not None else "")
+            log(f"{folder.name}: {metrics['params']:,} params, test {pct(report['accuracy'])}"
+                + (f" (before retraining {pct(before)})" if options.retrain and before is not None else "")
                 + f"; ONNX and TorchScript match PyTorch within {max(checks.values()):.1e}")
         write_report(tmp, study, chosen, results)
 
