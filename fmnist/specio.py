@@ -15,13 +15,23 @@ from .errors import SpecError
 T = TypeVar("T")
 
 
-def to_dict(obj: Any) -> Any:
-    """A dataclass as plain JSON-ready values (tuples become lists)."""
+def to_dict(obj: Any, compact: bool = False) -> Any:
+    """A dataclass as plain JSON-ready values (tuples become lists); ``compact`` leaves out the
+    fields that hold their default, which ``from_dict`` fills in again."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name), compact) for f in dataclasses.fields(obj)
+                if not (compact and _is_default(f, getattr(obj, f.name)))}
     if isinstance(obj, (tuple, list)):
-        return [to_dict(v) for v in obj]
+        return [to_dict(v, compact) for v in obj]
     return obj
+
+
+def _is_default(f: dataclasses.Field, value: Any) -> bool:
+    if f.default is not dataclasses.MISSING:
+        return value == f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return value == f.default_factory()
+    return False
 
 
 def from_dict(cls: type[T], data: Any, path: str = "") -> T:
@@ -61,7 +71,12 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     return value
 
 
-def to_json(obj: Any) -> str:
+def to_json(obj: Any, compact: bool = False) -> str:
+    """Indented with every field (for files people read), or ``compact``: one line without spaces,
+    defaults left out (where a spec is stored beside many others, as a trial's attribute: a table
+    cell then holds it on one line rather than wrapping it into a column of many lines)."""
+    if compact:
+        return json.dumps(to_dict(obj, compact=True), separators=(",", ":"))
     return json.dumps(to_dict(obj), indent=2, sort_keys=False)
 
 

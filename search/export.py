@@ -24,13 +24,14 @@ import fmnist
 from fmnist.augment import to_input
 from fmnist.errors import UsageError
 from fmnist.metrics import classification_report
-from space import ModelSpec, build, flops, param_count
+from space import ModelSpec, build, flops, param_count, zoo
 
 from . import figures, record
 from .artifacts import load_weights, read_state_dict
 from .document import Document
 from .table import pct
-from .front import dominated_seeds, front, seed_points
+from .dashboard import describe_budget, short_name
+from .front import dominated_seeds, front
 from .options import OBJECTIVES
 
 TOLERANCE = 1e-3  # max |difference| of logits between PyTorch and the exported files
@@ -238,7 +239,7 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
 
     def fill(tmp: Path) -> None:
         for t in chosen:
-            spec = ModelSpec.from_json(t.user_attrs[record.SPEC])
+            spec = ModelSpec.from_json(record.spec_text(t))
             before = t.user_attrs.get(record.TEST_ACC)
             if options.retrain:
                 log(f"trial {t.number}: retraining on all {len(ds.train):,} training images ...")
@@ -263,11 +264,10 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
             (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
             figures.confusion_plot(folder / "confusion.png", report["confusion_matrix"],
                                    f"{folder.name}: test confusion matrix")
-            figures.curve_plot(folder / "curve.png", metrics["curve"], f"{folder.name}: learning curve")
             results.append(metrics)
             log(f"{folder.name}: {metrics['params']:,} params, test {pct(report['accuracy'])}"
                 + (f" (before retraining {pct(before)})" if options.retrain and before is not None else "")
-                + f"; ONNX and TorchScript match PyTorch within {max(checks.values()):.1e}")
+                + f"; its .pt2, ONNX and TorchScript files match PyTorch within {max(checks.values()):.1e}")
         write_report(tmp, study, chosen, results)
 
     write_atomically(out, fill, keep)
@@ -284,12 +284,26 @@ def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], r
         trials=[(t.user_attrs[record.PARAMS], t.user_attrs[record.TEST_ACC]) for t in finished],
         front=[(t.user_attrs[record.PARAMS], t.user_attrs[record.TEST_ACC]) for t in finished if t.number in front_numbers],
         exported=[(m["params"], m["test_acc"], folder_name(t)) for t, m in zip(chosen, results)],
-        seeds=[(p, a, name) for name, p, a in seed_points()])
+        seeds=[(p.reported_params or p.params, p.reported_acc / 100, short_name(p.name), p.reported_split.startswith("validation"))
+               for p in zoo.PRESETS if p.reported_acc is not None])
+    figures.curves_plot(folder / "curves.png", {folder_name(t): m["curve"] for t, m in zip(chosen, results)})
     doc = Document(f"fmnist-search export: study '{study.study_name}'")
     doc.paragraph(f"Exported {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {len(finished)} finished trials; "
                   f"objectives {', '.join(study.metric_names or [])}. Models were chosen on validation "
                   f"accuracy; the test accuracy below is only reported.")
     doc.image("front.png", "test accuracy against parameters: trials, front, exported models, seed models")
+    doc.paragraph(f"Budget: {describe_budget(study.user_attrs.get(record.BUDGET))}. Trials stopped at a lower "
+                  f"rung (pruned) are not shown; a seed model trained here appears as a trial, its star is the "
+                  f"figure its project reports.")
+    doc.heading("Seed models")
+    doc.table(["label", "preset", "seed's model", "params", "reported accuracy", "measured on", "dominated by"],
+              [[short_name(p.name), p.name, p.seed_model, f"{p.reported_params or p.params:,}",
+                f"{p.reported_acc:.2f}%", p.reported_split,
+                ", ".join(folder_name(t) for t, m in zip(chosen, results) if p.name in m["seeds_dominated"]) or "-"]
+               for p in zoo.PRESETS if p.reported_acc is not None])
+    doc.paragraph("A filled star is a test accuracy, a hollow one a validation accuracy (not comparable "
+                  "with test accuracy in the strict sense; the seeds give no test figure for these).")
+    doc.image("curves.png", "learning curves of the exported models on one validation-accuracy axis")
     doc.heading("Exported models")
     doc.table(["model", "params", "MFLOPs", "val acc", "test acc", "top-5", "seed models dominated"],
               [[folder_name(t), f"{m['params']:,}", f"{m['flops'] / 1e6:.2f}", pct(m["val_acc"]),
@@ -308,6 +322,5 @@ def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], r
         doc.table(["class", "precision", "recall"],
                   [[c, pct(v["precision"]), pct(v["recall"])] for c, v in m["per_class"].items()])
         doc.image(f"{name}/confusion.png", f"{name} confusion matrix")
-        doc.image(f"{name}/curve.png", f"{name} learning curve")
     (folder / "report.md").write_text(doc.markdown())
     (folder / "report.html").write_text(doc.html())

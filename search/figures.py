@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -13,9 +13,10 @@ from fmnist.data import CLASSES  # noqa: E402
 
 
 def front_plot(path: Path, trials: Sequence[tuple[int, float]], front: Sequence[tuple[int, float]],
-               exported: Sequence[tuple[int, float, str]], seeds: Sequence[tuple[int, float, str]]) -> None:
-    """Test accuracy against parameters (log scale): all trials, the front, exported models, seeds."""
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+               exported: Sequence[tuple[int, float, str]], seeds: Sequence[tuple[int, float, str, bool]]) -> None:
+    """Test accuracy against parameters (log scale): all trials, the front, exported models, and the
+    seed models as labelled stars (hollow where the seed's figure is a validation accuracy)."""
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
     if trials:
         ax.scatter(*zip(*trials), s=12, c="#bbbbbb", label="finished trials")
     if front:
@@ -24,10 +25,14 @@ def front_plot(path: Path, trials: Sequence[tuple[int, float]], front: Sequence[
     for x, y, name in exported:
         ax.scatter([x], [y], s=90, facecolors="none", edgecolors="#d62728", linewidths=1.5)
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7, color="#d62728")
-    if seeds:
-        xs, ys, _names = zip(*seeds)
-        # Unlabelled: 17 stars crowd each other; the report's table names each one.
-        ax.scatter(xs, ys, marker="*", s=90, c="#ff7f0e", label="seed models (reported)")
+    for validation, label in ((False, "seed models (their test figure)"), (True, "seed models (their validation figure)")):
+        group = [s for s in seeds if s[3] == validation]
+        if group:
+            ax.scatter([s[0] for s in group], [s[1] for s in group], marker="*", s=110, label=label,
+                       facecolors="none" if validation else "#ff7f0e", edgecolors="#ff7f0e")
+    for i, (x, y, name, _) in enumerate(seeds):
+        ax.annotate(name, (x, y), textcoords="offset points", fontsize=6.5, color="#a0522d",
+                    xytext=((5, 4), (5, -9), (-5, 4), (-5, -9))[i % 4], ha="left" if i % 4 < 2 else "right")
     ax.set_xscale("log")
     ax.set_xlabel("parameters (log scale)")
     ax.set_ylabel("test accuracy")
@@ -56,16 +61,19 @@ def confusion_plot(path: Path, matrix: Sequence[Sequence[int]], title: str) -> N
     plt.close(fig)
 
 
-def curve_plot(path: Path, curve: Sequence[Sequence[float]], title: str) -> None:
-    """Validation accuracy against epochs, from the trial's recorded curve."""
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=110)
-    points = [(e, a) for e, a in curve if a is not None]
-    if points:
-        ax.plot(*zip(*points), "-o", ms=4)
+def curves_plot(path: Path, curves: Mapping[str, Sequence[Sequence[float]]]) -> None:
+    """Validation accuracy against epochs of each model, on one shared axis."""
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for name, curve in curves.items():
+        points = [(e, a) for e, a in curve if a is not None]
+        if points:
+            ax.plot(*zip(*points), "-o", ms=3, label=name)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
     ax.grid(True, alpha=0.3)
-    ax.set_title(title, fontsize=10)
+    if curves:
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("learning curves of the exported models (validation accuracy)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

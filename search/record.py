@@ -3,31 +3,39 @@
 These attributes live in users' databases and are read back by later releases, by the dashboard
 and by people, so they are named here once and nowhere else. A study carries the version of this
 schema it was written with (``SCHEMA_VERSION``); a study written by a newer one is refused rather
-than misread. Version 1 is the record of this module; studies from before versioning read as it.
+than misread. Version 1: everything in user attributes (studies from before versioning read as
+it). Version 2: the spec moved to the trial's system attributes (``spec_text`` reads either),
+since optuna-dashboard shows every user attribute as a table column and a spec made each row a
+column of many lines.
 
 Trial attributes (absent, never None, where there is no figure: the dashboard sorts numbers):
-  identity   spec (ModelSpec JSON), params, flops, preset (a seed model's name), warm_start (index),
-             worker (host:pid training it)
-  outcome    skipped (why it was not trained), pruned_reason, pruned_rung (images seen when stopped)
+  identity   params, flops, summary (the network in one line), preset (a seed model's name),
+             warm_start (index), worker (host:pid training it); in system attributes: fmnist:spec
+             (ModelSpec JSON, one line, defaults left out; a user attribute ``spec`` in version 1)
+  outcome    outcome (complete / pruned / skipped: a column to sort and filter by), skipped (why it
+             was not trained), pruned_reason, pruned_rung (images seen when stopped)
   figures    val_acc, test_acc, test_top5, curve ([[epoch, val_acc], ...]), epochs_run, images_seen,
              train_seconds, eval_seconds, images_per_s, device, precision, latency_ms
   rungs      rung_<images>: validation accuracy at that many training images seen (``rung_key``)
-  people     summary (one line of architecture), weights_artifact (the weights' artifact id)
+  weights    weights_artifact (the weights' artifact id)
 Study attributes: budget (the contract every worker trains under), objectives (what each value
 measures), schema (``SCHEMA_VERSION``).
 """
 from __future__ import annotations
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from fmnist.errors import UsageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # -- trial attributes --------------------------------------------------------------------------
-SPEC, PARAMS, FLOPS, SUMMARY = "spec", "params", "flops", "summary"
+PARAMS, FLOPS, SUMMARY = "params", "flops", "summary"
+SPEC = "fmnist:spec"  # a system attribute (version 2)
+SPEC_V1 = "spec"      # the user attribute of version 1
 PRESET, WARM_START, WORKER = "preset", "warm_start", "worker"
-SKIPPED, PRUNED_REASON, PRUNED_RUNG = "skipped", "pruned_reason", "pruned_rung"
+OUTCOME, SKIPPED, PRUNED_REASON, PRUNED_RUNG = "outcome", "skipped", "pruned_reason", "pruned_rung"
 VAL_ACC, TEST_ACC, TEST_TOP5, CURVE = "val_acc", "test_acc", "test_top5", "curve"
 EPOCHS_RUN, IMAGES_SEEN, TRAIN_SECONDS, EVAL_SECONDS = "epochs_run", "images_seen", "train_seconds", "eval_seconds"
 IMAGES_PER_S, DEVICE, PRECISION, LATENCY_MS = "images_per_s", "device", "precision", "latency_ms"
@@ -66,9 +74,19 @@ def was_trained(t: FrozenTrial) -> bool:
     return t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not is_skipped(t)
 
 
+def spec_text(t: FrozenTrial) -> str | None:
+    """The trial's ModelSpec as JSON, wherever its schema version keeps it; None if it has none."""
+    return t.system_attrs.get(SPEC) or t.user_attrs.get(SPEC_V1)
+
+
+def set_spec(trial: optuna.Trial, text: str) -> None:
+    # Optuna has no public setter of a trial's system attributes; its storage API is public.
+    trial.storage.set_trial_system_attr(trial._trial_id, SPEC, text)
+
+
 def is_ours(t: FrozenTrial) -> bool:
     """Written by this tool: it carries the spec and its size (another tool's trials do not)."""
-    return SPEC in t.user_attrs and PARAMS in t.user_attrs and FLOPS in t.user_attrs
+    return spec_text(t) is not None and PARAMS in t.user_attrs and FLOPS in t.user_attrs
 
 
 def kind(t: FrozenTrial) -> str:

@@ -8,6 +8,7 @@ test accuracy is recorded beside it and never returned to the sampler.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -18,10 +19,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 import fmnist
 from fmnist.errors import SpecError
-from space import ModelSpec, build, flops, param_count, training_bytes, zoo
+from space import ModelSpec, build, flops, param_count, summary, training_bytes, zoo
 from space.sample import WARM_STARTS, fixed, sample
 
-from . import reclaim, record
+from . import dashboard, reclaim, record
 from .artifacts import save_weights
 from .progress import Progress
 from .prune import ParetoPruner, rung_images, rung_val_size
@@ -134,6 +135,16 @@ def too_big(arch, batch_size: int, device: torch.device) -> str | None:
             f"(estimated from the spec), {free / 2**30:.1f} GiB free on {device}")
 
 
+@functools.lru_cache(maxsize=None)
+def canonical(spec_json: str | None) -> str | None:
+    """A stored spec in today's compact form, so that studies written with indented specs still
+    find their duplicates (None and foreign text stay as they are)."""
+    try:
+        return ModelSpec.from_json(spec_json).to_json(compact=True) if spec_json else spec_json
+    except SpecError:
+        return spec_json
+
+
 class Skip(optuna.TrialPruned):
     """A candidate not trained: invalid, over budget, or a duplicate. Costs nothing."""
 
@@ -141,8 +152,9 @@ class Skip(optuna.TrialPruned):
 class Search:
     def __init__(self, study: optuna.Study, config: SearchConfig, data: fmnist.Splits,
                  out: Callable[[str], None] | None = None, progress: Progress | None = None,
-                 store=None):
+                 store=None, notes: bool = True):
         self.study, self.config, self.data = study, config, data
+        self.notes = notes  # optuna-dashboard's notes and plots, kept current as the study runs
         self.store = store  # where finished trials' weights go (an Optuna artifact store), or None
         self.progress = progress or Progress(enabled=False)
         self.out = out or self.progress.write
@@ -179,12 +191,27 @@ class Search:
         wins, so two workers that drew the same seed or candidate at once train it once)."""
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                                TrialState.RUNNING)):
-            if (t.number != number and not record.is_skipped(t) and t.user_attrs.get(record.SPEC) == spec_json
+            if (t.number != number and not record.is_skipped(t) and canonical(record.spec_text(t)) == spec_json
                     and (t.state != TrialState.RUNNING or t.number < number)):
                 return t.number
         return None
 
     def objective(self, trial: optuna.Trial) -> Sequence[float]:
+        """One trial, and what it leaves for people: its outcome as a column, a one-line note."""
+        try:
+            values = self.evaluate(trial)
+        except optuna.TrialPruned:
+            self.tell_people(trial, "skipped" if record.SKIPPED in trial.user_attrs else "pruned")
+            raise
+        self.tell_people(trial, "complete")
+        return values
+
+    def tell_people(self, trial: optuna.Trial, outcome: str) -> None:
+        trial.set_user_attr(record.OUTCOME, outcome)
+        if self.notes:
+            dashboard.publish_trial(trial, outcome)
+
+    def evaluate(self, trial: optuna.Trial) -> Sequence[float]:
         self.current = trial.number
         reclaim.mark_worker(trial)
         try:
@@ -194,8 +221,9 @@ class Search:
         arch = spec.arch
         sizes = {"params": param_count(arch), "flops": flops(arch)}
         n_params, n_flops = sizes["params"], sizes["flops"]
-        spec_json = spec.to_json()
-        for key, value in {record.PARAMS: n_params, record.FLOPS: n_flops, record.SPEC: spec_json}.items():
+        spec_json = spec.to_json(compact=True)
+        record.set_spec(trial, spec_json)
+        for key, value in {record.PARAMS: n_params, record.FLOPS: n_flops, record.SUMMARY: summary(arch)}.items():
             trial.set_user_attr(key, value)
         cfg = self.config
         if cfg.max_params is not None and n_params > cfg.max_params:
@@ -259,6 +287,8 @@ class Search:
         trials = study.get_trials(deepcopy=False)  # one read of the storage serves both counts
         done = self.done(trials)
         self.progress.trial_finished(study, trials, done, self.config.trials)
+        if self.notes and trial.state == TrialState.COMPLETE:  # the front can only change then
+            dashboard.publish_study(study, trials)
         if done >= self.config.trials:
             study.stop()
         elif self.consecutive_skips >= self.config.max_skips:
@@ -271,6 +301,8 @@ class Search:
             return
         if self.config.timeout is not None:
             self.deadline = time.monotonic() + self.config.timeout
+        if self.notes:
+            dashboard.publish_study(self.study)  # the budget and the front so far, from the start
         try:
             self.study.optimize(self.objective, timeout=self.config.timeout, callbacks=[self.after_trial],
                                 catch=())

@@ -43,6 +43,8 @@ def open_study(storage: RDBStorage, name: str, objectives: Sequence[str],
     """Load the study ``name`` or create it; refuse one that optimizes other objectives."""
     study = check_study(storage, name, objectives, sampler)
     if study is not None:
+        if study.user_attrs.get(record.SCHEMA, 1) < record.SCHEMA_VERSION:
+            study.set_user_attr(record.SCHEMA, record.SCHEMA_VERSION)  # its new trials are written so
         return study
     try:
         study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,

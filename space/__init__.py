@@ -4,7 +4,7 @@ from fmnist.trainspec import AugmentSpec, TrainSpec
 
 from .build import build
 from .count import flops, param_count, training_bytes
-from .spec import ArchSpec, ConvBlock, DenseLayer, ModelSpec
+from .spec import ArchSpec, ConvBlock, DenseLayer, ModelSpec, summary
 
 __all__ = ["SpecError", "AugmentSpec", "TrainSpec", "build", "flops", "param_count", "training_bytes",
-           "ArchSpec", "ConvBlock", "DenseLayer", "ModelSpec"]
+           "ArchSpec", "ConvBlock", "DenseLayer", "ModelSpec", "summary"]

@@ -82,8 +82,8 @@ class ArchSpec:
         check_int("num_classes", self.num_classes, 2, 1000)
         feature_shapes(self)  # raises, naming the block, when the spatial size reaches zero
 
-    def to_json(self) -> str:
-        return specio.to_json(self)
+    def to_json(self, compact: bool = False) -> str:
+        return specio.to_json(self, compact)
 
     @classmethod
     def from_json(cls, text: str) -> "ArchSpec":
@@ -112,6 +112,39 @@ def feature_shapes(arch: ArchSpec, image_size: int = 28) -> list[tuple[int, int]
     return shapes
 
 
+def summary(arch: ArchSpec) -> str:
+    """The network in one token a person can read: ``3x3x32+3x3x32+max>1x1x16+3x3x64+max>gap>fc64>10``
+    (``+`` joins a stage's layers, ``>`` the stages; input padding, dropout, batch norm and activations
+    other than relu after a ``;``). No spaces, so that a table cell holds it on one line."""
+    parts = [f"pad{arch.input_pad}"] if arch.input_pad else []
+    parts += ["bn"] if arch.input_bn else []
+    stage: list[str] = []
+    for block in arch.convs:
+        if block.reduce:
+            stage.append(f"1x1x{block.reduce}")
+        stage.append(f"{block.kernel}x{block.kernel}x{block.filters}" + ("_valid" if block.padding == "valid" else ""))
+        if block.pool != "none":
+            parts.append("+".join(stage + [block.pool]))
+            stage = []
+    if stage:
+        parts.append("+".join(stage))
+    if arch.head == "gap":
+        parts.append("gap")
+    parts += [f"fc{d.units}" for d in arch.dense] + [str(arch.num_classes)]
+    layers = [*arch.convs, *arch.dense]
+    notes = []
+    drops = sorted({x.dropout for x in layers if x.dropout})
+    if drops:
+        notes.append("dropout" + "/".join(f"{d:g}" for d in drops))
+    bns = sorted({x.bn for x in layers if x.bn != "off"})
+    if bns:
+        notes.append("bn_" + "/".join(bns) + "_act")
+    acts = sorted({x.activation for x in layers})
+    if acts != ["relu"]:
+        notes.append("/".join(acts))
+    return ">".join(parts) + (";" + ";".join(notes) if notes else "")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One candidate: the architecture and its training settings. The unit of presets and trials."""
@@ -124,8 +157,8 @@ class ModelSpec:
         if not isinstance(self.train, TrainSpec):
             raise SpecError(f"train: expected a TrainSpec, got {self.train!r}")
 
-    def to_json(self) -> str:
-        return specio.to_json(self)
+    def to_json(self, compact: bool = False) -> str:
+        return specio.to_json(self, compact)
 
     @classmethod
     def from_json(cls, text: str) -> "ModelSpec":

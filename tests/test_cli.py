@@ -7,6 +7,7 @@ import sys
 
 import torch
 
+from search import record
 from search.cli import main
 from space import ModelSpec, build, zoo
 
@@ -154,7 +155,7 @@ def test_faults_a_user_can_meet_are_one_line_and_lose_nothing(synth_dir, tmp_pat
     import optuna
     trials = optuna.load_study(study_name="other", storage=f"sqlite:///{foreign}").trials
     assert [t.params for t in trials[:3]] == [t.params for t in trials[:3] if "x" in t.params]
-    assert any("spec" in t.user_attrs for t in trials[3:])
+    assert any(record.spec_text(t) for t in trials[3:])
 
 
 def test_a_model_too_large_for_memory_is_refused_from_its_spec_before_allocating(synth_dir, tmp_path, capsys):

@@ -13,6 +13,7 @@ from PIL import Image
 
 from fmnist import CLASSES, idx
 from fmnist.augment import to_input
+from search import record
 from search.cli import main
 from space import ModelSpec, build, param_count
 from synthetic import make_images
@@ -78,7 +79,7 @@ def test_every_front_model_is_exported_with_checked_files(exported, study_db, sy
     for t in front:
         folder = exported / f"trial-{t.number}"
         spec = ModelSpec.from_json((folder / "spec.json").read_text())
-        assert spec.to_json() == t.user_attrs["spec"]
+        assert spec == ModelSpec.from_json(record.spec_text(t))
         model = build(spec.arch).eval()
         model.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
         with torch.no_grad():
@@ -103,7 +104,7 @@ def test_every_front_model_is_exported_with_checked_files(exported, study_db, sy
 
 def test_report_has_valid_pictures_in_both_formats(exported, study_db):
     md, page = (exported / "report.md").read_text(), (exported / "report.html").read_text()
-    pictures = ["front.png"] + [f"trial-{t.number}/{n}.png" for t in _front(study_db) for n in ("confusion", "curve")]
+    pictures = ["front.png", "curves.png"] + [f"trial-{t.number}/confusion.png" for t in _front(study_db)]
     for pic in pictures:
         data = (exported / pic).read_bytes()
         assert data.startswith(PNG_SIGNATURE)
@@ -111,6 +112,9 @@ def test_report_has_valid_pictures_in_both_formats(exported, study_db):
             im.verify()
         assert f"]({pic})" in md and f'src="{pic}"' in page
     assert "seed models dominated" in md and "precision" in md and page.startswith("<!DOCTYPE html>")
+    assert "Budget: every trial that was not stopped early trained on 500 images for 2 epochs" in md
+    seeds = md.split("## Seed models", 1)[1]
+    assert "| 4:lenet5 | seed004-lenet5 | LeNet-5 | 136,586 | 92.11% | validation (10k) |" in seeds
     assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]  # no temporary folders left
 
 
@@ -204,7 +208,7 @@ def test_bad_inputs_are_one_line_and_leave_nothing_partial(study_db, synth_dir, 
     model_dir = tmp_path / "model"
     shutil.copytree(next(p for p in exported.iterdir() if p.is_dir()), model_dir)
     (model_dir / "weights.pt").write_bytes(b"\x00" * 64)
-    assert main(["predict", "--model", str(model_dir), str(model_dir / "curve.png")]) == 2
+    assert main(["predict", "--model", str(model_dir), str(model_dir / "confusion.png")]) == 2
     assert "weights.pt: not a readable weights file" in _one_line(capsys)
 
     good = next(p for p in exported.iterdir() if p.is_dir())
@@ -282,3 +286,14 @@ def test_export_replaces_only_its_own_earlier_export(project, synth_dir, capsys)
     assert main([*args[:4], "", *args[5:]]) == 2
     assert "the name is empty" in _one_line(capsys)
     assert sorted(p.name for p in (project / "exports").iterdir()) == ["e"]
+
+
+def test_report_html_in_a_real_browser(exported, tmp_path):
+    """report.html as a person opens it: every picture loads, nothing is logged as an error."""
+    from browser import chromium_page
+    with chromium_page() as (page, errors):
+        page.goto((exported / "report.html").as_uri(), wait_until="load")
+        images = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    assert len(images) >= 3 and all(done and width > 0 for _, done, width in images), images
+    assert errors == []

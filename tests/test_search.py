@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 import fmnist
 from search import options, storage as storages
+from search import record
 from search.cli import main
 from search.run import Search, SearchConfig, counts_toward_trials
 from space import ModelSpec, flops, param_count
@@ -47,7 +48,7 @@ def test_storage_holds_named_objectives_and_every_attribute(small_study):
     assert len([t for t in study.trials if counts_toward_trials(t)]) == 3 and done
     for t in done:
         a = t.user_attrs
-        spec = ModelSpec.from_json(a["spec"])
+        spec = ModelSpec.from_json(record.spec_text(t))
         assert a["params"] == param_count(spec.arch) == t.values[1]
         assert a["flops"] == flops(spec.arch) <= 3_000_000
         assert t.values[0] == a["val_acc"] and 0 <= a["test_acc"] <= a["test_top5"] <= 1
@@ -156,7 +157,7 @@ def test_two_workers_that_drew_the_same_candidate_train_it_once():
     study = optuna.create_study(directions=["maximize", "minimize"])
     first, second = study.ask(), study.ask()  # both RUNNING, as in two processes
     for t in (first, second):
-        t.set_user_attr("spec", "{same}")
+        t.set_user_attr("spec", "{same}")  # schema 1 kept the spec here; it is read all the same
     search = Search(study, SearchConfig(), data=None)
     assert search.duplicate_of("{same}", second.number) == first.number  # the lower number trains it
     assert search.duplicate_of("{same}", first.number) is None
@@ -313,7 +314,9 @@ def test_optuna_dashboard_serves_the_study_over_http(small_study):
     assert detail["objective_names"] == ["acc", "params"]  # from study.set_metric_names
     assert detail["best_trials"], "the Pareto front is shown"
     attrs = {a["key"] for t in detail["trials"] for a in t["user_attrs"]}
-    assert {"params", "flops", "test_acc", "test_top5", "curve", "spec", "images_per_s"} <= attrs
+    assert {"params", "flops", "test_acc", "test_top5", "curve", "summary", "outcome", "images_per_s"} <= attrs
+    # The spec is a system attribute: as a user attribute it made every row of the trial table tall.
+    assert "spec" not in attrs and "fmnist:spec" not in attrs
 
 
 def test_objective_names_parse():
@@ -381,7 +384,7 @@ def test_every_complete_trial_reached_the_top_rung_and_seeds_are_pruned_like_any
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert complete and [t for t in trials if t.user_attrs.get("warm_start") is not None]
     for t in complete:  # the front is made of models trained on the whole budget, as shipped
-        spec = ModelSpec.from_json(t.user_attrs["spec"])
+        spec = ModelSpec.from_json(record.spec_text(t))
         bs = min(spec.train.batch_size, 500)
         assert t.user_attrs["images_seen"] == 500 // bs * bs * 3 and "test_acc" in t.user_attrs
     pruned = [t for t in trials if t.state == TrialState.PRUNED]

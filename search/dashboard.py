@@ -1,0 +1,184 @@
+"""What a study shows a person in optuna-dashboard: notes and plots, written as the study runs.
+
+optuna-dashboard shows a study's note and its plotly figures on the study page, and a trial's
+note on the trial's page; both live in the study's system attributes, so every worker and the
+dashboard see them through the storage. The study note and the plots are rewritten after each
+trial that finishes (fixed graph ids replace the previous plot); each trial gets a one-line note
+when it ends: its figures, or why it was pruned or skipped, and the seed's own figure for a seed.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Mapping, Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from space import zoo
+
+from . import record
+from .document import Document
+from .front import dominated_seeds, front, seed_points
+from .options import OBJECTIVES
+from .table import pct
+
+FRONT_GRAPH, CURVES_GRAPH = "front", "front-curves"  # fixed ids: a new figure replaces the old one
+
+
+def describe_budget(budget: Mapping | None) -> str:
+    """The budget every trial of the study was trained with, in a sentence."""
+    if not budget:
+        return "budget: not recorded (a study from before budgets were stored)"
+    return (f"every trial that was not stopped early trained on {budget['train_images']:,} images for "
+            f"{budget['epochs']} epochs (the top rung); selection on {budget['val_images']:,} validation "
+            f"images (split seed {budget['split_seed']}); space {budget.get('space', 'blocks')}")
+
+
+def short_name(preset: str) -> str:
+    """A seed model's label on a crowded plot: seed000-cnn2pooling2fully1-c -> 0:2p2f-c."""
+    seed, _, model = preset.removeprefix("seed").partition("-")
+    for long, short in (("cnn1pooling1fully1", "1p1f"), ("cnn2pooling2fully1", "2p2f"), ("conv2dsimple", "simple")):
+        model = model.replace(long, short)
+    return f"{int(seed)}" + (f":{model}" if model else "")
+
+
+def seed_line(name: str) -> str:
+    p = zoo.preset(name)
+    said = "no accuracy" if p.reported_acc is None else f"{p.reported_acc:.2f}% ({p.reported_split})"
+    return f"seed model {p.seed_model} ({name}): its project reports {said} at {p.reported_params or p.params:,} parameters"
+
+
+def trial_note(attrs: Mapping, outcome: str) -> str:
+    """One line (Markdown) on what became of a trial; ``outcome`` is a ``record.kind``."""
+    a = attrs
+    size = (f"{a[record.PARAMS]:,} parameters, {a[record.FLOPS] / 1e6:.2f} MFLOPs"
+            if record.PARAMS in a and record.FLOPS in a else "no spec")
+    if outcome == "skipped":
+        line = f"**Skipped**, not trained: {a.get(record.SKIPPED, 'no reason recorded')}. {size}."
+    elif outcome == "pruned":
+        line = (f"**Pruned** after {a.get(record.IMAGES_SEEN, 0):,} training images: "
+                f"{a.get(record.PRUNED_REASON, 'no reason recorded')}. {size}.")
+    elif outcome == "complete":
+        line = (f"**Complete**: validation {pct(a.get(record.VAL_ACC))}, test {pct(a.get(record.TEST_ACC))} "
+                f"(top-5 {pct(a.get(record.TEST_TOP5))}); {size}; {a.get(record.EPOCHS_RUN, 0):g} epochs in "
+                f"{a.get(record.TRAIN_SECONDS, 0):.0f} s on {a.get(record.DEVICE, '?')}.")
+    else:
+        line = f"**{outcome.capitalize()}**. {size}."
+    if record.SUMMARY in a:
+        line += f" `{a[record.SUMMARY]}`"
+    if a.get(record.PRESET) in zoo.names():
+        line += f" This is the {seed_line(a[record.PRESET])}."
+    return line
+
+
+def study_note(study: optuna.Study, trials: Sequence[FrozenTrial]) -> str:
+    """The study's note (Markdown): budget, objectives, counts, the front and the seeds it dominates."""
+    doc = Document(f"fmnist-search study '{study.study_name}'")
+    meanings = study.user_attrs.get(record.OBJECTIVE_MEANINGS) or {}
+    objectives = ", ".join(f"{o}: {meanings.get(o, OBJECTIVES.get(o, ('', o))[1])} "
+                           f"({OBJECTIVES.get(o, ('?',))[0]}d)" for o in study.metric_names or [])
+    kinds = Counter(record.kind(t) for t in trials)
+    doc.paragraph(f"{describe_budget(study.user_attrs.get(record.BUDGET))}. Objectives: {objectives}.")
+    doc.paragraph(", ".join(f"{kinds[k]} {k}" for k in ("complete", "pruned", "skipped", "failed", "running", "waiting"))
+                  + f"; updated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")
+    members = front(study)
+    doc.heading("Pareto front", 3)
+    if not members:
+        doc.paragraph("No finished trial yet.")
+        return doc.markdown()
+    beaten: set[str] = set()
+    rows = []
+    for t in members:
+        a = t.user_attrs
+        seeds = dominated_seeds(a[record.PARAMS], a.get(record.TEST_ACC))
+        beaten.update(seeds)
+        rows.append([str(t.number), a.get(record.PRESET, ""), f"{a[record.PARAMS]:,}",
+                     f"{a[record.FLOPS] / 1e6:.2f}", pct(a.get(record.VAL_ACC)), pct(a.get(record.TEST_ACC)),
+                     str(len(seeds))])
+    doc.table(["trial", "seed", "params", "MFLOPs", "val acc", "test acc", "seeds dominated"], rows)
+    refs = seed_points()
+    missed = [name for name, _, _ in refs if name not in beaten]
+    doc.paragraph(f"Chosen on validation accuracy; test accuracy is only reported. The front dominates "
+                  f"{len(beaten)} of {len(refs)} seed models (no more parameters, higher test accuracy than the "
+                  f"seed reports)" + (f"; not dominated: {', '.join(missed)}." if missed else "."))
+    return doc.markdown()
+
+
+def _hover(t: FrozenTrial) -> str:
+    a = t.user_attrs
+    return (f"trial {t.number}{' (' + a[record.PRESET] + ')' if record.is_seed(t) else ''}<br>"
+            f"{a[record.PARAMS]:,} params, {a[record.FLOPS] / 1e6:.2f} MFLOPs<br>"
+            f"val {pct(a.get(record.VAL_ACC))}, test {pct(a.get(record.TEST_ACC))}<br>{a.get(record.SUMMARY, '')}")
+
+
+def front_figure(trials: Sequence[FrozenTrial], front_numbers: set[int], budget: Mapping | None = None):
+    """Test accuracy against parameters on a log axis: finished trials, the front (chosen on
+    validation), and the seed models' reported figures as labelled stars."""
+    import plotly.graph_objects as go
+
+    done = sorted((t for t in trials if t.state == TrialState.COMPLETE and record.is_ours(t)
+                   and t.user_attrs.get(record.TEST_ACC) is not None), key=lambda t: t.user_attrs[record.PARAMS])
+    members = [t for t in done if t.number in front_numbers]
+    fig = go.Figure()
+    for name, group, style in (("finished trials", done, dict(mode="markers", marker=dict(color="#bbbbbb", size=7))),
+                               ("Pareto front (chosen on validation)", members,
+                                dict(mode="lines+markers", marker=dict(color="#1f77b4", size=9)))):
+        fig.add_trace(go.Scatter(name=name, x=[t.user_attrs[record.PARAMS] for t in group],
+                                 y=[t.user_attrs[record.TEST_ACC] for t in group],
+                                 hovertext=[_hover(t) for t in group], hoverinfo="text", **style))
+    for split, symbol in (("test", "star"), ("validation", "star-open")):
+        chosen = [p for p in zoo.PRESETS if p.reported_acc is not None and p.reported_split.startswith(split)]
+        fig.add_trace(go.Scatter(
+            name=f"seed models (their {split} figure)", mode="markers+text",
+            x=[p.reported_params or p.params for p in chosen], y=[p.reported_acc / 100 for p in chosen],
+            text=[short_name(p.name) for p in chosen], textfont=dict(size=9),
+            textposition=[("top center", "bottom center", "middle right", "middle left")[i % 4] for i in range(len(chosen))],
+            marker=dict(symbol=symbol, size=12, color="#ff7f0e"),
+            hovertext=[f"{p.name}: {p.seed_model}<br>reports {p.reported_acc:.2f}% ({p.reported_split})<br>"
+                       f"{p.reported_params or p.params:,} params" for p in chosen], hoverinfo="text"))
+    fig.update_layout(title=dict(text="Test accuracy against parameters" + (
+        f" ({budget['epochs']} epochs at the top rung)" if budget else "")),
+        xaxis=dict(type="log", title=dict(text="parameters (log scale)")),
+        yaxis=dict(title=dict(text="test accuracy"), tickformat=".1%"),
+        # Inside the plot, lower right where the front is not: the dashboard gives a plot a fixed height.
+        legend=dict(x=0.99, y=0.02, xanchor="right", yanchor="bottom", bgcolor="rgba(255,255,255,0.7)",
+                    font=dict(size=10)))
+    return fig
+
+
+def curves_figure(members: Sequence[FrozenTrial]):
+    """The front's validation curves on one shared accuracy axis (Optuna keeps none for
+    multi-objective studies: the dashboard's own intermediate-value plot stays empty)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for t in members:
+        curve = [(e, a) for e, a in t.user_attrs.get(record.CURVE, []) if a is not None]
+        if curve:
+            fig.add_trace(go.Scatter(name=f"trial {t.number} ({t.user_attrs[record.PARAMS]:,} params)",
+                                     x=[e for e, _ in curve], y=[a for _, a in curve], mode="lines+markers"))
+    fig.update_layout(title=dict(text="Validation accuracy while training: the front's models"),
+                      xaxis=dict(title=dict(text="epochs")),
+                      yaxis=dict(title=dict(text="validation accuracy"), tickformat=".0%"))
+    return fig
+
+
+def publish_trial(trial: optuna.Trial, outcome: str) -> None:
+    """The trial's one-line note, written as it ends (a note lives in the study's attributes)."""
+    from optuna_dashboard import save_note
+
+    save_note(trial, trial_note(trial.user_attrs, outcome))
+
+
+def publish_study(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> None:
+    """The study's note and its two plots, replacing the previous ones."""
+    from optuna_dashboard import save_note, save_plotly_graph_object
+
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    save_note(study, study_note(study, trials))
+    members = front(study)
+    budget = study.user_attrs.get(record.BUDGET)
+    save_plotly_graph_object(study, front_figure(trials, {t.number for t in members}, budget),
+                             graph_object_id=FRONT_GRAPH)
+    save_plotly_graph_object(study, curves_figure(members), graph_object_id=CURVES_GRAPH)
