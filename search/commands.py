@@ -212,7 +212,7 @@ def search(args: argparse.Namespace) -> int:
     profile = plan_budget(args, device, data, stored, rate)
     study = studies.open_study(storage, args.study, objectives, sampler)
     if record.BUDGET not in study.user_attrs:
-        study.set_user_attr(record.BUDGET, {"epochs": profile.epochs, "train_images": len(data.train),
+        study.set_user_attr(record.BUDGET, {"profile": profile.name, "epochs": profile.epochs, "train_images": len(data.train),
                                           "val_images": len(data.val), "split_seed": args.seed, "space": space})
     config = SearchConfig(objectives=objectives, trials=args.trials, epochs=profile.epochs, space=space,
                           max_params=args.max_params, max_flops=args.max_flops,
