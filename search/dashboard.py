@@ -30,7 +30,7 @@ def describe_budget(budget: Mapping | None) -> str:
     """The budget every trial of the study was trained with, in a sentence."""
     if not budget:
         return "budget: not recorded (a study from before budgets were stored)"
-    profile = f" ({budget['profile']} profile)" if "profile" in budget else ""
+    profile = f"; {budget['profile']} profile" if "profile" in budget else ""
     return (f"every trial that was not stopped early trained on {budget['train_images']:,} images for "
             f"{budget['epochs']} epochs (the top rung{profile}); selection on {budget['val_images']:,} "
             f"validation images (split seed {budget['split_seed']}); space {budget.get('space', 'blocks')}")

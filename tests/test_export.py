@@ -112,7 +112,7 @@ def test_report_has_valid_pictures_in_both_formats(exported, study_db):
             im.verify()
         assert f"]({pic})" in md and f'src="{pic}"' in page
     assert "seed models dominated" in md and "precision" in md and page.startswith("<!DOCTYPE html>")
-    assert "Budget: every trial that was not stopped early trained on 500 images for 2 epochs (the top rung (cpu profile))" in md
+    assert "Budget: every trial that was not stopped early trained on 500 images for 2 epochs (the top rung; cpu profile)" in md
     seeds = md.split("## Seed models", 1)[1]
     assert "| 4:lenet5 | seed004-lenet5 | LeNet-5 | 136,586 | 92.11% | validation (10k) |" in seeds
     assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]  # no temporary folders left
