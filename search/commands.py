@@ -177,10 +177,7 @@ def plan_budget(args: argparse.Namespace, device: torch.device, data: fmnist.Spl
                 stored: dict | None, rate: Callable[[], float]) -> Profile:
     """The study's stored budget when it has one (a rerun or another worker keeps it), else a new
     one: --epochs, or sized to --timeout by a brief measurement, or the device's default."""
-    if stored:
-        if args.epochs is not None and args.epochs != stored["epochs"]:
-            raise UsageError(f"--epochs {args.epochs}: study {args.study!r} trains every trial for "
-                              f"{stored['epochs']} epochs; use another --study for another budget")
+    if stored:  # another --epochs was refused already (studies.check_contract)
         return dataclasses.replace(pick_profile(device), epochs=stored["epochs"])
     return pick_profile(device, args.epochs, args.timeout, len(data.train), rate=rate)
 
@@ -204,6 +201,9 @@ def search(args: argparse.Namespace) -> int:
     storage = storages.open_storage(args.storage)
     existing = studies.check_study(storage, args.study, objectives)  # before the data: fail fast
     stored = existing.user_attrs.get(record.BUDGET) if existing is not None else None
+    wanted = {"split_seed": args.seed, "val_images": args.val_size, "train_subset": args.train_subset,
+              "epochs": args.epochs}
+    studies.check_contract(args.study, stored, wanted)
     space = stored.get("space", "blocks") if stored else args.space
     data = prepare_data(args)
     # We print our own line per trial; Optuna's warning for an interrupted trial carries a traceback.
@@ -212,8 +212,12 @@ def search(args: argparse.Namespace) -> int:
     profile = plan_budget(args, device, data, stored, rate)
     study = studies.open_study(storage, args.study, objectives, sampler)
     if record.BUDGET not in study.user_attrs:
-        study.set_user_attr(record.BUDGET, {"profile": profile.name, "epochs": profile.epochs, "train_images": len(data.train),
-                                          "val_images": len(data.val), "split_seed": args.seed, "space": space})
+        budget = {"profile": profile.name, "epochs": profile.epochs, "train_images": len(data.train),
+                  "val_images": len(data.val), "split_seed": args.seed, "space": space}
+        study.set_user_attr(record.BUDGET, budget | ({"train_subset": args.train_subset} if args.train_subset else {}))
+        # Workers that created the study together: the last budget written is the study's; one
+        # whose own was overwritten by a different one stops here.
+        studies.check_contract(args.study, study.user_attrs[record.BUDGET], {**wanted, "epochs": profile.epochs})
     config = SearchConfig(objectives=objectives, trials=args.trials, epochs=profile.epochs, space=space,
                           max_params=args.max_params, max_flops=args.max_flops,
                           profile_max_flops=profile.max_flops,

@@ -68,3 +68,23 @@ def load_existing(storage: RDBStorage, name: str) -> optuna.Study:
                          f"(studies: {', '.join(names) or 'none'})") from None
     record.check_schema(name, study.user_attrs)
     return study
+
+
+# What every worker of a study must agree on, with the option that sets it: the budget attribute's
+# key -> the flag a worker gives. Workers that differed would compare trials on other validation
+# images or budgets, and the front would mix them.
+CONTRACT = {"split_seed": "--seed", "val_images": "--val-size", "train_subset": "--train-subset",
+            "epochs": "--epochs"}
+
+
+def check_contract(name: str, stored: dict | None, wanted: dict) -> None:
+    """Refuse a worker whose data split or budget differs from the one the study was created with."""
+    for key, flag in CONTRACT.items():
+        if not stored or key not in wanted or wanted[key] is None:
+            continue
+        have = stored.get(key, None if key == "train_subset" else wanted[key])  # absent in older studies
+        if have != wanted[key]:
+            said = "not given" if have is None else have
+            raise UsageError(f"{flag} {wanted[key]}: study {name!r} was created with {flag} {said}; every worker "
+                             f"of a study must use the same split and budget (give each worker its own "
+                             f"--worker-id for its own candidates, or use another --study)")

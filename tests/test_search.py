@@ -418,7 +418,26 @@ def test_the_budget_follows_the_timeout_and_is_kept_by_the_study(synth_dir, tmp_
     assert load(db).user_attrs["objectives"] == {"acc": "validation accuracy", "params": "trainable parameters"}
     capsys.readouterr()
     assert run(synth_dir, db, "--trials", "2", "--no-enqueue-seeds", "--epochs", "2") == 2
-    assert "trains every trial for 1 epochs" in capsys.readouterr().err
+    assert "--epochs 2: study 's' was created with --epochs 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value, stored", [("--seed", "2", "--seed 1"), ("--val-size", "50", "--val-size 100"),
+                                                 ("--train-subset", "300", "--train-subset not given")])
+def test_a_worker_with_another_split_is_refused_in_one_line(synth_dir, small_study, flag, value, stored, capsys):
+    """A study is a contract: every worker trains on the same split, subset and budget."""
+    before = len(load(small_study).trials)
+    capsys.readouterr()
+    argv = ["--data-dir", str(synth_dir), "--storage", f"sqlite:///{small_study}", "--study", "s",
+            *FAST]
+    i = argv.index(flag) if flag in argv else None
+    if i is not None:
+        argv[i + 1] = value
+    else:
+        argv += [flag, value]
+    assert main([*argv, "--trials", "9"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{flag} {value}: study 's' was created with {stored};" in err, err
+    assert len(load(small_study).trials) == before  # nothing written
 
 
 def test_a_search_without_validation_images_is_refused_at_once(synth_dir, tmp_path, capsys):
