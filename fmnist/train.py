@@ -25,12 +25,17 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    if name not in DEVICES:
-        raise UsageError(f"must be one of {', '.join(DEVICES)}, got {name!r}", "device")
+    """auto, cpu, cuda, or cuda:K for the K-th GPU (one worker per GPU)."""
+    kind, _, index = name.partition(":")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise UsageError(f"must be one of {', '.join(DEVICES)} or cuda:K, got {name!r}", "device")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("cuda: no CUDA GPU is available here (cpu or auto work)", "device")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"{name}: no CUDA GPU is available here (cpu or auto work)", "device")
+    if index and int(index) >= torch.cuda.device_count():
+        raise UsageError(f"{name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to "
+                         f"cuda:{torch.cuda.device_count() - 1}", "device")
     return torch.device(name)
 
 

@@ -43,6 +43,13 @@ def _int_at_least(lo: int):
 _positive_int = _int_at_least(1)
 
 
+def _device(text: str) -> str:
+    kind, _, index = text.partition(":")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise argparse.ArgumentTypeError(f"expected {', '.join(DEVICES)} or cuda:K, got {text!r}")
+    return text
+
+
 def _int_range(lo: int, hi: int):
     """An argparse type: an integer in [lo, hi]."""
     at_least = _int_at_least(lo)
@@ -75,7 +82,10 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-size", type=_int_at_least(0), default=10_000,
                    help="validation images held out of the 60k training set (default 10000)")
     p.add_argument("--train-subset", type=_positive_int, help="train on this many images only (stratified)")
-    p.add_argument("--device", default="auto", choices=DEVICES, help="default auto: a GPU when there is one")
+    p.add_argument("--device", default="auto", type=_device,
+                   help=f"{', '.join(DEVICES)} or cuda:K (default auto: a GPU when there is one)")
+    p.add_argument("--threads", type=_positive_int,
+                   help="CPU threads for this process (default: PyTorch's, all cores)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="default auto: bf16 on CUDA and on CPUs with native bf16")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -135,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rung-min-images", type=_positive_int, default=4000,
                    help="the first rung: no rung earlier than this many training images (default 4000)")
     s.add_argument("--quiet", action="store_true", help="no live status line (per-trial lines only)")
+    s.add_argument("--workers", type=_positive_int, default=1,
+                   help="start this many worker processes on the study (default 1): CPU threads are split "
+                        "between them; with several GPUs and --device auto/cuda, one GPU each")
+    s.add_argument("--worker-id", type=_int_range(0, 9999), default=0,
+                   help="this worker's own stream of candidates (the split and training seeds stay --seed's); "
+                        "give each worker started by hand a different one (default 0)")
     _add_study_options(s)
     _add_data_options(s)
 
@@ -199,6 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = ["search", *argv]  # `fmnist-search --trials 200 ...` is the search
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv  # --workers starts its other workers with the same command line
+        if getattr(args, "threads", None):
+            import torch
+            torch.set_num_threads(args.threads)  # process-wide: set here, not in the library
         return getattr(commands, args.command.replace("-", "_"))(args)
     except UsageError as e:
         print(f"fmnist-search: error: {flag(e)}", file=sys.stderr)

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -185,6 +186,8 @@ def plan_budget(args: argparse.Namespace, device: torch.device, data: fmnist.Spl
 def search(args: argparse.Namespace) -> int:
     import optuna
     started = time.monotonic()  # --timeout counts from here: loading and planning are part of it
+    # A worker started by --workers prints its trials only; the first worker speaks for the study.
+    say = print if WORKER_OF not in os.environ else (lambda *a, **k: None)
     objectives = options.parse_objectives(args.objective)
     if "acc" in objectives and args.val_size == 0:
         raise UsageError("--val-size 0: the acc objective is validation accuracy, so selection needs "
@@ -195,7 +198,9 @@ def search(args: argparse.Namespace) -> int:
         if limit is not None and limit < size:
             raise UsageError(f"{flag} {limit:,}: no candidate fits; the {args.space} space's smallest model "
                               f"has {size:,} {name}")
-    sampler = options.make_sampler(args.sampler, args.seed)
+    sampler = options.make_sampler(args.sampler, options.worker_seed(args.seed, args.worker_id))
+    if args.workers > 1 and args.device in ("auto", "cuda") and torch.cuda.device_count() > 1:
+        args.device = f"cuda:{args.worker_id % torch.cuda.device_count()}"  # one GPU per worker
     device = fmnist.pick_device(args.device)
     fast_kernels(device)
     storage = storages.open_storage(args.storage)
@@ -228,34 +233,74 @@ def search(args: argparse.Namespace) -> int:
                           rung_min_images=args.rung_min_images)
     store = artifacts.open_store(artifacts.artifact_dir(args.storage, args.artifact_dir))
     runner = Search(study, config, data, progress=Progress(enabled=not args.quiet), store=store)
-    print(profile.describe(len(data.train), len(data.val), runner.rungs if args.pruner != "none" else [])
+    say(profile.describe(len(data.train), len(data.val), runner.rungs if args.pruner != "none" else [])
           + f"; space {space}; {device}, {precision_name(fmnist.pick_precision(device, args.precision))}")
     left = max(0, args.trials - runner.done())
     if args.timeout is None and left:
-        print(estimate(left, len(data.train) * profile.epochs, rate()))
+        say(estimate(left, len(data.train) * profile.epochs, rate()))
     reclaimed = reclaim.reclaim_orphans(study, storage)
     if reclaimed:
-        print(f"trials {', '.join(map(str, reclaimed))} were left running by a process that is gone: "
+        say(f"trials {', '.join(map(str, reclaimed))} were left running by a process that is gone: "
               f"marked failed, their configurations queued again")
     if args.warm_start and space == "stages" and enqueue_warm_starts(study):
-        print("queued the stages space's warm starts (a ladder of known-good designs)")
+        say("queued the stages space's warm starts (a ladder of known-good designs)")
     if args.enqueue_seeds:
         queued = enqueue_seeds(study)
         if queued:
-            print(f"queued {len(queued)} seed models as candidates (cheapest first, through the same rungs)")
+            say(f"queued {len(queued)} seed models as candidates (cheapest first, through the same rungs)")
     done = runner.done()
     extra = " (parallel workers finishing together can pass the total)" if done > args.trials else ""
-    print(f"study {args.study!r} in {args.storage}: {done} of {args.trials} trials done{extra}")
+    say(f"study {args.study!r} in {args.storage}: {done} of {args.trials} trials done{extra}")
+    # The others start once the study, its budget and its queue exist: they take them as they are.
+    others = start_workers(args) if args.workers > 1 else []
     try:
         runner.run()
     except KeyboardInterrupt:
-        print("\ninterrupted: finished trials are kept; the interrupted one is queued again. "
+        say("\ninterrupted: finished trials are kept; the interrupted one is queued again. "
               "Run the same command to continue.")
-        print(format_front(study))
+        wait_for(others)
+        say(format_front(study))
         return 130
-    print(format_counts(study))
-    print(format_front(study))
-    return 0
+    failed = wait_for(others)
+    say(format_counts(study))
+    say(format_front(study))
+    return 2 if failed else 0
+
+
+WORKER_OF = "FMNIST_SEARCH_WORKER_OF"  # set in the workers --workers starts: the first worker's pid
+
+
+def start_workers(args: argparse.Namespace) -> list[subprocess.Popen]:
+    """Workers 1..N-1 of --workers N: the same command, each with its own --worker-id, quiet, and
+    its share of the CPU threads (this process is worker 0)."""
+    threads = max(1, (args.threads or torch.get_num_threads()) // args.workers)
+    torch.set_num_threads(threads)
+    base = list(args.argv)
+    gpus = torch.cuda.device_count() if args.device.startswith("cuda:") else 0
+    for flag in ("--workers", "--worker-id", "--threads") + (("--device",) if gpus else ()):
+        while flag in base:
+            i = base.index(flag)
+            del base[i:i + 2]
+        base = [a for a in base if not a.startswith(flag + "=")]
+    print(f"starting {args.workers - 1} more worker(s) on the study, {threads} thread(s) each")
+    env = {**os.environ, WORKER_OF: str(os.getpid())}
+    return [subprocess.Popen([sys.executable, "-m", "search.cli", *base, "--quiet", "--worker-id",
+                              str(args.worker_id + k), "--threads", str(threads),
+                              *(["--device", f"cuda:{(args.worker_id + k) % gpus}"] if gpus else [])], env=env)
+            for k in range(1, args.workers)]
+
+
+def wait_for(workers: list[subprocess.Popen]) -> list[int]:
+    """Wait for the other workers; the exit codes of those that failed."""
+    codes = []
+    for w in workers:
+        while True:
+            try:
+                codes.append(w.wait())
+                break
+            except KeyboardInterrupt:  # Ctrl-C reaches them too: let them finish their own way
+                continue
+    return [c for c in codes if c not in (0, 130)]
 
 
 def show(args: argparse.Namespace) -> int:

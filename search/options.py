@@ -31,6 +31,12 @@ def parse_objectives(text: str) -> tuple[str, ...]:
     return names
 
 
+def worker_seed(seed: int, worker_id: int) -> int:
+    """The sampler's seed for one worker: its own stream of candidates, the same one on every rerun.
+    Worker 0 keeps ``seed`` itself, so a single worker's study is what it always was."""
+    return seed if worker_id == 0 else (seed + 1_000_003 * worker_id) % 2**32
+
+
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         # Multi-objective TPE is univariate by default; multivariate with groups models the
