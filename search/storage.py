@@ -6,6 +6,7 @@ an enqueued trial is popped by one worker only.
 """
 from __future__ import annotations
 
+import functools
 import random
 import time
 from pathlib import Path
@@ -32,10 +33,62 @@ SCHEMA_RACE = (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, s
                optuna.exceptions.StorageInternalError, AssertionError)  # not DatabaseError: a corrupt file
 
 
+OUTAGE_S = 180  # how long a worker waits for a database server that went away before it gives up
+
+
+def _connection_lost(e: BaseException | None) -> bool:
+    """The server could not be reached or dropped the connection (not a bad query, not a conflict)."""
+    while e is not None:
+        if isinstance(e, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)) or (
+                isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _patient(method):
+    """``method`` retried with backoff while the server is unreachable, up to OUTAGE_S."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        deadline, delay = time.monotonic() + OUTAGE_S, 0.5
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as e:
+                if not _connection_lost(e) or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(10.0, delay * 2)
+    return call
+
+
+class PatientStorage(RDBStorage):
+    """An RDB storage on a database server that rides out an outage: each call waits for the
+    server to come back (connections are checked before use, so a dead pooled one is replaced).
+    The heartbeat goes through it too, so its thread survives; a trial that finished during the
+    outage is recorded when the server is back. Not for SQLite: a file does not go away, and its
+    errors (a full disk, a locked file) must be said at once. A write whose answer was lost with
+    the connection is sent again, which for a new trial can leave one extra trial behind."""
+
+
+# Every call a worker or the dashboard makes, the heartbeat's and the stale-trial check's included.
+for _name in ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+              "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
+              "get_study_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
+              "get_trial_id_from_study_id_trial_number", "get_trial_number_from_id", "get_trial_param",
+              "get_trial_params", "get_trial_user_attrs", "get_trial_system_attrs", "set_trial_state_values",
+              "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr", "get_trial",
+              "get_all_trials", "get_n_trials", "get_best_trial", "record_heartbeat",
+              # and those Optuna's cache in front of an RDB storage calls
+              "_get_stale_trial_ids", "_create_new_trial", "_get_best_trial_id", "_get_trials", "_set_trial_param"):
+    setattr(PatientStorage, _name, _patient(getattr(RDBStorage, _name)))
+
+
 def open_storage(url: str) -> RDBStorage:
     """An RDB storage with heartbeats; a bad or unreachable URL is one line naming it."""
-    engine_kwargs = {}
+    engine_kwargs, kind = {"pool_pre_ping": True}, PatientStorage  # a server: check connections before use
     if url.startswith("sqlite"):
+        kind = RDBStorage
         path = sqlite_path(url)
         if path is None:
             raise UsageError(f"--storage {url}: an in-memory SQLite database would lose the study when "
@@ -48,8 +101,8 @@ def open_storage(url: str) -> RDBStorage:
     rng = random.Random()  # jitter, so that racing workers do not retry in lockstep
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
-            storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-                                 grace_period=GRACE_S, heartbeat_stale_trial_callback=retry)
+            storage = kind(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+                           grace_period=GRACE_S, heartbeat_stale_trial_callback=retry)
             if url.startswith("sqlite"):
                 _lock_on_begin(storage.engine)
             return storage

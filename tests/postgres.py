@@ -11,7 +11,9 @@ import socket
 import subprocess
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 
 def why_not() -> str | None:
@@ -34,9 +36,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class Server:
+    url: str                  # the SQLAlchemy URL prefix: append a database name
+    stop: Callable[[], None]  # as an outage: clients are disconnected, connections refused
+    start: Callable[[], None]
+
+
 @contextmanager
 def server():
-    """Yields the SQLAlchemy URL prefix of a fresh server: append a database name."""
+    """Yields a fresh ``Server``."""
     folder = Path(tempfile.mkdtemp(prefix="fmnist-pg-", dir="/tmp"))
     as_user: list[str] = []
     if os.geteuid() == 0:
@@ -47,9 +56,11 @@ def server():
     run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True)  # noqa: E731
     try:
         run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync")
-        run("pg_ctl", "-D", str(data), "-w", "-l", str(folder / "log"), "-o",
-            f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}"
+        start = lambda: run("pg_ctl", "-D", str(data), "-w", "-l", str(folder / "log"), "-o",  # noqa: E731
+                            f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        start()
+        yield Server(f"postgresql+psycopg2://postgres@127.0.0.1:{port}",
+                     lambda: run("pg_ctl", "-D", str(data), "-w", "-m", "fast", "stop"), start)
     finally:
         subprocess.run([*as_user, "pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)

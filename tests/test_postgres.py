@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -19,14 +20,14 @@ def pg():
     reason = postgres.why_not()
     if reason:
         pytest.skip(reason)
-    with postgres.server() as url:
-        yield url
+    with postgres.server() as server:
+        yield server
 
 
 def test_three_workers_opening_a_new_postgres_database_at_once_all_succeed(pg, tmp_path):
     """Issue 10: 2 of 3 workers died with UniqueViolation on pg_type (both ran CREATE TYPE)."""
     for round_ in range(ROUNDS):
-        url = postgres.create_database(pg, f"race{round_}")
+        url = postgres.create_database(pg.url, f"race{round_}")
         ready = tmp_path / f"ready{round_}"
         ready.mkdir()
         procs = [subprocess.Popen([sys.executable, "-c", OPENER, url, str(ready), str(WORKERS)],
@@ -34,3 +35,35 @@ def test_three_workers_opening_a_new_postgres_database_at_once_all_succeed(pg, t
         for p in procs:
             _, err = p.communicate(timeout=120)
             assert p.returncode == 0, err
+
+
+def test_a_search_rides_out_a_20_second_outage_of_the_server(pg, synth_dir, tmp_path):
+    """Issue 10: a worker whose trial ended during the outage died with a traceback, the others'
+    heartbeat threads died. Now every worker waits for the server and loses nothing."""
+    import optuna
+    from optuna.trial import TrialState
+    url = postgres.create_database(pg.url, "outage")
+    cmd = [sys.executable, "-m", "search.cli", "--data-dir", str(synth_dir), "--storage", url, "--study", "o",
+           "--quiet", "--val-size", "100", "--epochs", "12", "--max-flops", "3000000", "--trials", "14",
+           "--no-enqueue-seeds", "--no-warm-start", "--pruner", "none", "--workers", "2",
+           "--artifact-dir", str(tmp_path / "weights")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    storage = optuna.storages.RDBStorage(url)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:  # wait until the search is under way
+        studies = storage.get_all_studies()
+        if studies and storage.get_n_trials(studies[0]._study_id, (TrialState.COMPLETE,)) >= 2:
+            break
+        time.sleep(0.5)
+    storage.engine.dispose()
+    assert proc.poll() is None, proc.communicate()
+    pg.stop()
+    time.sleep(20)
+    pg.start()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "Exception in thread" not in err, err
+    study = optuna.load_study(study_name="o", storage=url)
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    assert sum(s == TrialState.COMPLETE for s in states) >= 14 - sum(s == TrialState.PRUNED for s in states)
