@@ -232,6 +232,9 @@ def search(args: argparse.Namespace) -> int:
                           prune_min_trials=args.prune_min_trials, prune_margin=args.prune_margin,
                           rung_min_images=args.rung_min_images)
     store = artifacts.open_store(artifacts.artifact_dir(args.storage, args.artifact_dir))
+    if storages.sqlite_path(args.storage) is None and not args.artifact_dir:
+        say(f"note: weights go to {store.folder} on this machine; with workers on other machines, give "
+            f"every worker the same shared --artifact-dir so that export-best finds all of them")
     runner = Search(study, config, data, progress=Progress(enabled=not args.quiet), store=store)
     say(profile.describe(len(data.train), len(data.val), runner.rungs if args.pruner != "none" else [])
           + f"; space {space}; {device}, {precision_name(fmnist.pick_precision(device, args.precision))}")

@@ -297,3 +297,13 @@ def test_report_html_in_a_real_browser(exported, tmp_path):
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     assert len(images) >= 3 and all(done and width > 0 for _, done, width in images), images
     assert errors == []
+
+
+def test_weights_kept_by_another_worker_are_named_with_where_to_find_them(study_db, synth_dir, tmp_path, capsys):
+    """With workers on several machines, each keeps weights in its own folder unless they share one."""
+    empty = tmp_path / "this-machine-artifacts"
+    empty.mkdir()
+    assert export(study_db, synth_dir, tmp_path / "out", "--artifact-dir", str(empty)) == 2
+    line = _one_line(capsys)
+    assert f"are not in {empty}" in line and "trained it: point --artifact-dir at the folder" in line
+    assert "--retrain" in line and not (tmp_path / "out").exists()
