@@ -22,7 +22,7 @@ from fmnist.errors import SpecError
 from space import ModelSpec, build, flops, param_count, summary, training_bytes, zoo
 from space.sample import WARM_STARTS, fixed, sample
 
-from . import dashboard, reclaim, record
+from . import claims, dashboard, reclaim, record
 from .artifacts import save_weights
 from .progress import Progress
 from .prune import ParetoPruner, rung_images, rung_val_size
@@ -135,6 +135,12 @@ def too_big(arch, batch_size: int, device: torch.device) -> str | None:
             f"(estimated from the spec), {free / 2**30:.1f} GiB free on {device}")
 
 
+def rdb_engine(study: optuna.Study):
+    """The SQLAlchemy engine under the study's storage (Optuna may put a cache in front of it)."""
+    storage = study._storage
+    return getattr(getattr(storage, "_backend", storage), "engine", None)
+
+
 @functools.lru_cache(maxsize=None)
 def canonical(spec_json: str | None) -> str | None:
     """A stored spec in today's compact form, so that studies written with indented specs still
@@ -155,6 +161,7 @@ class Search:
                  store=None, notes: bool = True):
         self.study, self.config, self.data = study, config, data
         self.notes = notes  # optuna-dashboard's notes and plots, kept current as the study runs
+        self.engine = rdb_engine(study)  # where candidates are claimed (None: an in-memory study)
         self.store = store  # where finished trials' weights go (an Optuna artifact store), or None
         self.progress = progress or Progress(enabled=False)
         self.out = out or self.progress.write
@@ -195,6 +202,10 @@ class Search:
                     and (t.state != TrialState.RUNNING or t.number < number)):
                 return t.number
         return None
+
+    def released(self, number: int) -> bool:
+        """Whether trial ``number`` gave up its claim on a candidate: it failed (its worker died)."""
+        return self.study.get_trials(deepcopy=False)[number].state == TrialState.FAIL
 
     def objective(self, trial: optuna.Trial) -> Sequence[float]:
         """One trial, and what it leaves for people: its outcome as a column, a one-line note."""
@@ -238,6 +249,8 @@ class Search:
         if big:
             self.skip(trial, f"too large for this machine: {big}")
         dup = self.duplicate_of(spec_json, trial.number)
+        if dup is None and self.engine is not None:  # the check above can race; the claim cannot
+            dup = claims.claim(self.engine, self.study._study_id, spec_json, trial.number, self.released)
         if dup is not None:
             self.skip(trial, f"duplicate of trial {dup}")
 

@@ -46,14 +46,14 @@ def _connection_lost(e: BaseException | None) -> bool:
     return False
 
 
-def _patient(method):
-    """``method`` retried with backoff while the server is unreachable, up to OUTAGE_S."""
+def patient(method):
+    """``method`` (or any function) retried with backoff while the server is unreachable, up to OUTAGE_S."""
     @functools.wraps(method)
-    def call(self, *args, **kwargs):
+    def call(*args, **kwargs):
         deadline, delay = time.monotonic() + OUTAGE_S, 0.5
         while True:
             try:
-                return method(self, *args, **kwargs)
+                return method(*args, **kwargs)
             except Exception as e:
                 if not _connection_lost(e) or time.monotonic() + delay > deadline:
                     raise
@@ -81,7 +81,7 @@ for _name in ("create_new_study", "delete_study", "set_study_user_attr", "set_st
               "get_all_trials", "get_n_trials", "get_best_trial", "record_heartbeat",
               # and those Optuna's cache in front of an RDB storage calls
               "_get_stale_trial_ids", "_create_new_trial", "_get_best_trial_id", "_get_trials", "_set_trial_param"):
-    setattr(PatientStorage, _name, _patient(getattr(RDBStorage, _name)))
+    setattr(PatientStorage, _name, patient(getattr(RDBStorage, _name)))
 
 
 def open_storage(url: str) -> RDBStorage:

@@ -67,3 +67,11 @@ def test_a_search_rides_out_a_20_second_outage_of_the_server(pg, synth_dir, tmp_
     states = [t.state for t in study.trials]
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states
     assert sum(s == TrialState.COMPLETE for s in states) >= 14 - sum(s == TrialState.PRUNED for s in states)
+
+
+def test_six_workers_claiming_one_candidate_at_once_on_postgres(pg, tmp_path):
+    from test_claims import check_one_winner, claim_at_once
+    for round_ in range(3):
+        folder = tmp_path / f"r{round_}"
+        folder.mkdir()
+        check_one_winner(claim_at_once(postgres.create_database(pg.url, f"claim{round_}"), folder))

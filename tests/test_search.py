@@ -171,7 +171,7 @@ def test_two_workers_started_together_share_one_new_study(synth_dir, tmp_path):
     db = tmp_path / "w.db"  # does not exist yet: both race to create its tables and the study
     argv = [sys.executable, "-m", "search.cli", "--data-dir", str(synth_dir), "--storage", f"sqlite:///{db}",
             "--study", "w", *WORKERS]
-    procs = [subprocess.Popen([*argv, "--seed", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    procs = [subprocess.Popen([*argv, "--worker-id", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for i in (1, 2)]
     for p in procs:
         out, err = p.communicate(timeout=300)
