@@ -265,6 +265,8 @@ def search(args: argparse.Namespace) -> int:
         say(format_front(study))
         return 130
     failed = wait_for(others)
+    if others and reclaim.reclaim_orphans(study, storage):  # a worker killed after this one's last trial
+        runner.run()
     say(format_counts(study))
     say(format_front(study))
     return 2 if failed else 0
@@ -294,16 +296,21 @@ def start_workers(args: argparse.Namespace) -> list[subprocess.Popen]:
 
 
 def wait_for(workers: list[subprocess.Popen]) -> list[int]:
-    """Wait for the other workers; the exit codes of those that failed."""
+    """Wait for the other workers; the exit codes of those that failed (one killed by a signal is
+    said, not counted: its trial was queued again and the study goes on without it)."""
     codes = []
     for w in workers:
         while True:
             try:
-                codes.append(w.wait())
+                code = w.wait()
                 break
             except KeyboardInterrupt:  # Ctrl-C reaches them too: let them finish their own way
                 continue
-    return [c for c in codes if c not in (0, 130)]
+        if code < 0:
+            print(f"worker {w.pid} was killed (signal {-code}); its trial was queued again")
+        elif code not in (0, 130):
+            codes.append(code)
+    return codes
 
 
 def show(args: argparse.Namespace) -> int:

@@ -300,6 +300,10 @@ class Search:
         trials = study.get_trials(deepcopy=False)  # one read of the storage serves both counts
         done = self.done(trials)
         self.progress.trial_finished(study, trials, done, self.config.trials)
+        # A worker of this machine killed mid-trial: its trial is failed and queued again now, not
+        # when a worker next starts (another machine's is found by its missed heartbeat).
+        for number in reclaim.reclaim_orphans(study, study._storage):
+            self.out(f"trial {number} was left running by a worker that is gone: its configuration is queued again")
         if self.notes and trial.state == TrialState.COMPLETE:  # the front can only change then
             dashboard.publish_study(study, trials)
         if done >= self.config.trials:

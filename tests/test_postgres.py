@@ -75,3 +75,41 @@ def test_six_workers_claiming_one_candidate_at_once_on_postgres(pg, tmp_path):
         folder = tmp_path / f"r{round_}"
         folder.mkdir()
         check_one_winner(claim_at_once(postgres.create_database(pg.url, f"claim{round_}"), folder))
+
+
+def test_kill_9_of_a_worker_mid_trial_loses_nothing(pg, synth_dir, tmp_path):
+    """The killed worker's trial is failed and its configuration trained again by the other one,
+    at once; nothing is left running."""
+    import os
+    import signal
+
+    import optuna
+    from optuna.trial import TrialState
+    url = postgres.create_database(pg.url, "kill")
+    cmd = [sys.executable, "-m", "search.cli", "--data-dir", str(synth_dir), "--storage", url, "--study", "k",
+           "--quiet", "--val-size", "100", "--epochs", "12", "--max-flops", "3000000", "--trials", "10",
+           "--no-enqueue-seeds", "--no-warm-start", "--pruner", "none", "--workers", "2",
+           "--artifact-dir", str(tmp_path / "weights")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    storage = optuna.storages.RDBStorage(url)
+    victim, deadline = None, time.monotonic() + 180
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        studies = storage.get_all_studies()
+        if studies:
+            for t in storage.get_all_trials(studies[0]._study_id, states=(TrialState.RUNNING,)):
+                pid = int(str(t.user_attrs.get("worker", ":0")).rpartition(":")[2] or 0)
+                if pid and pid != proc.pid and t.user_attrs.get("params"):  # the other worker, training
+                    victim = (pid, t.number)
+        time.sleep(0.2)
+    storage.engine.dispose()
+    assert victim, proc.communicate()
+    os.kill(victim[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert f"worker {victim[0]} was killed (signal 9)" in out
+    study = optuna.load_study(study_name="k", storage=url)
+    killed = study.trials[victim[1]]
+    assert killed.state == TrialState.FAIL
+    again = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim[1]]
+    assert again and again[0].params == killed.params and again[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
