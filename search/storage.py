@@ -20,7 +20,7 @@ from fmnist.errors import UsageError, first_line
 from .reclaim import retry
 
 DEFAULT_STORAGE = "sqlite:///studies/fmnist.db"
-HEARTBEAT_S, GRACE_S = 30, 120
+HEARTBEAT_S = 30
 SCHEMA_ATTEMPTS = 8
 
 
@@ -34,6 +34,10 @@ SCHEMA_RACE = (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, s
 
 
 OUTAGE_S = 180  # how long a worker waits for a database server that went away before it gives up
+# A trial whose heartbeat is older than this is failed as stale by other workers. Longer than the
+# longest outage a worker rides out plus a beat and a retry's wait: a live worker's heartbeat
+# resumes before then, so a trial is never failed under a worker that is still training it.
+GRACE_S = OUTAGE_S + HEARTBEAT_S + 30
 
 
 def _connection_lost(e: BaseException | None) -> bool:
