@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -256,6 +257,8 @@ def search(args: argparse.Namespace) -> int:
     say(f"study {args.study!r} in {args.storage}: {done} of {args.trials} trials done{extra}")
     # The others start once the study, its budget and its queue exist: they take them as they are.
     others = start_workers(args) if args.workers > 1 else []
+    if others:
+        watch(others, lambda: reclaim.reclaim_orphans(study, storage))
     try:
         runner.run()
     except KeyboardInterrupt:
@@ -293,6 +296,27 @@ def start_workers(args: argparse.Namespace) -> list[subprocess.Popen]:
                               str(args.worker_id + k), "--threads", str(threads),
                               *(["--device", f"cuda:{(args.worker_id + k) % gpus}"] if gpus else [])], env=env)
             for k in range(1, args.workers)]
+
+
+def watch(workers: list[subprocess.Popen], reclaim_dead: Callable[[], list[int]], every: float = 1.0) -> None:
+    """A background check of the workers this one started: when one dies (kill -9, out of memory),
+    its trial is failed and queued again within a second, not when a worker next finishes a trial."""
+    def loop() -> None:
+        handled: set[int] = set()
+        while True:
+            finished = [w for w in workers if w.poll() is not None]
+            killed = {w.pid for w in finished if w.returncode < 0} - handled
+            if killed:
+                try:
+                    reclaim_dead()
+                except Exception:  # the storage away a moment: the next trial end reclaims it
+                    pass
+                handled |= killed
+            if len(finished) == len(workers):
+                return
+            time.sleep(every)
+
+    threading.Thread(target=loop, name="fmnist-worker-watch", daemon=True).start()
 
 
 def wait_for(workers: list[subprocess.Popen]) -> list[int]:
