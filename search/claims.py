@@ -27,12 +27,18 @@ def spec_key(spec_json: str) -> str:
     return hashlib.sha256(spec_json.encode()).hexdigest()
 
 
+_READY: set[str] = set()  # databases (by URL) where this process has made sure of the table
+
+
 def _create_table(engine: sa.engine.Engine) -> None:
+    if str(engine.url) in _READY:  # once per process, not one inspection per trial
+        return
     try:
         _META.create_all(engine, checkfirst=True)
     except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
         if not sa.inspect(engine).has_table(CLAIMS.name):  # not another worker's creation: a real fault
             raise
+    _READY.add(str(engine.url))
 
 
 def _claim(engine: sa.engine.Engine, study_id: int, key: str, number: int,

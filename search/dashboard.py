@@ -73,7 +73,7 @@ def trial_note(attrs: Mapping, outcome: str) -> str:
     return line
 
 
-def study_note(study: optuna.Study, trials: Sequence[FrozenTrial]) -> str:
+def study_note(study: optuna.Study, trials: Sequence[FrozenTrial], members: Sequence[FrozenTrial] | None = None) -> str:
     """The study's note (Markdown): budget, objectives, counts, the front and the seeds it dominates."""
     doc = Document(f"fmnist-search study '{study.study_name}'")
     meanings = study.user_attrs.get(record.OBJECTIVE_MEANINGS) or {}
@@ -83,7 +83,7 @@ def study_note(study: optuna.Study, trials: Sequence[FrozenTrial]) -> str:
     doc.paragraph(f"{describe_budget(study.user_attrs.get(record.BUDGET))}. Objectives: {objectives}.")
     doc.paragraph(", ".join(f"{kinds[k]} {k}" for k in ("complete", "pruned", "skipped", "failed", "running", "waiting"))
                   + f"; updated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")
-    members = front(study)
+    members = front(study) if members is None else members
     doc.heading("Pareto front", 3)
     if not members:
         doc.paragraph("No finished trial yet.")
@@ -177,8 +177,8 @@ def publish_study(study: optuna.Study, trials: Sequence[FrozenTrial] | None = No
     from optuna_dashboard import save_note, save_plotly_graph_object
 
     trials = study.get_trials(deepcopy=False) if trials is None else trials
-    save_note(study, study_note(study, trials))
-    members = front(study)
+    members = front(study)  # one non-dominated sort serves the note and both plots
+    save_note(study, study_note(study, trials, members))
     budget = study.user_attrs.get(record.BUDGET)
     save_plotly_graph_object(study, front_figure(trials, {t.number for t in members}, budget),
                              graph_object_id=FRONT_GRAPH)

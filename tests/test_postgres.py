@@ -37,17 +37,22 @@ def test_three_workers_opening_a_new_postgres_database_at_once_all_succeed(pg, t
             assert p.returncode == 0, err
 
 
+def two_workers(pg, synth_dir, tmp_path, study: str, trials: int, epochs: int = 12) -> tuple[str, subprocess.Popen]:
+    """A search with --workers 2 on a new database (named as the study) of ``pg``."""
+    url = postgres.create_database(pg.url, study)
+    cmd = [sys.executable, "-m", "search.cli", "--data-dir", str(synth_dir), "--storage", url, "--study", study,
+           "--quiet", "--val-size", "100", "--epochs", str(epochs), "--max-flops", "3000000", "--trials", str(trials),
+           "--no-enqueue-seeds", "--no-warm-start", "--pruner", "none", "--workers", "2",
+           "--artifact-dir", str(tmp_path / "weights")]
+    return url, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_a_search_rides_out_a_20_second_outage_of_the_server(pg, synth_dir, tmp_path):
     """Issue 10: a worker whose trial ended during the outage died with a traceback, the others'
     heartbeat threads died. Now every worker waits for the server and loses nothing."""
     import optuna
     from optuna.trial import TrialState
-    url = postgres.create_database(pg.url, "outage")
-    cmd = [sys.executable, "-m", "search.cli", "--data-dir", str(synth_dir), "--storage", url, "--study", "o",
-           "--quiet", "--val-size", "100", "--epochs", "12", "--max-flops", "3000000", "--trials", "14",
-           "--no-enqueue-seeds", "--no-warm-start", "--pruner", "none", "--workers", "2",
-           "--artifact-dir", str(tmp_path / "weights")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url, proc = two_workers(pg, synth_dir, tmp_path, "o", trials=14)
     storage = optuna.storages.RDBStorage(url)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:  # wait until the search is under way
@@ -85,12 +90,8 @@ def test_kill_9_of_a_worker_mid_trial_loses_nothing(pg, synth_dir, tmp_path):
 
     import optuna
     from optuna.trial import TrialState
-    url = postgres.create_database(pg.url, "kill")
-    cmd = [sys.executable, "-m", "search.cli", "--data-dir", str(synth_dir), "--storage", url, "--study", "k",
-           "--quiet", "--val-size", "100", "--epochs", "12", "--max-flops", "3000000", "--trials", "10",
-           "--no-enqueue-seeds", "--no-warm-start", "--pruner", "none", "--workers", "2",
-           "--artifact-dir", str(tmp_path / "weights")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Trials of a few seconds: the victim is still training when the kill lands (checked just before).
+    url, proc = two_workers(pg, synth_dir, tmp_path, "k", trials=6, epochs=60)
     storage = optuna.storages.RDBStorage(url)
     victim, deadline = None, time.monotonic() + 180
     while victim is None and time.monotonic() < deadline and proc.poll() is None:
@@ -98,7 +99,10 @@ def test_kill_9_of_a_worker_mid_trial_loses_nothing(pg, synth_dir, tmp_path):
         if studies:
             for t in storage.get_all_trials(studies[0]._study_id, states=(TrialState.RUNNING,)):
                 pid = int(str(t.user_attrs.get("worker", ":0")).rpartition(":")[2] or 0)
-                if pid and pid != proc.pid and t.user_attrs.get("params"):  # the other worker, training
+                # The other worker's trial, past the free checks (a candidate over --max-flops is
+                # skipped, not trained), still running just before the kill.
+                if (pid and pid != proc.pid and t.user_attrs.get("flops", 10**9) <= 3_000_000
+                        and storage.get_trial(t._trial_id).state == TrialState.RUNNING):
                     victim = (pid, t.number)
         time.sleep(0.2)
     storage.engine.dispose()
