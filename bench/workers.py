@@ -1,5 +1,6 @@
 """Many workers on one study: throughput, storage cost per trial, and how soon a dead worker's
-trial is retried, on SQLite and on a real PostgreSQL 15 (started from the machine's binaries).
+trial is retried, on SQLite and on real PostgreSQL 15 and MariaDB servers (started from the
+machine's binaries; each skipped, with the reason, where it cannot be).
 
     python bench/workers.py --data-dir ../shared/data/fashion-mnist --trials 24 --workers 1 2 4
 
@@ -15,6 +16,7 @@ Every configuration is printed; the machine's cores are shared by the workers (2
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -29,6 +31,7 @@ sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))  # the Po
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+import mariadb  # noqa: E402
 import postgres  # noqa: E402
 from search import record  # noqa: E402
 
@@ -125,30 +128,25 @@ def main() -> None:
     ap.add_argument("--only-kill", action="store_true", help="the kill test alone")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as servers:
         root = Path(tmp)
         backends = [("sqlite", lambda name: f"sqlite:///{root / name}.db")]
-        why = postgres.why_not()
-        server = postgres.server() if why is None else None
-        pg = server.__enter__() if server else None
-        if pg:
-            backends.append(("postgresql", lambda name: postgres.create_database(pg.url, name)))
-        else:
-            print(f"postgresql: skipped ({why})")
-        try:
-            for name, new_db in backends:
-                for n in [] if args.only_kill else args.workers:
-                    folder = root / f"{name}-{n}"
-                    folder.mkdir()
-                    print(f"{name}, {n} worker(s), search: {throughput(args, new_db(f'search{n}'), n, folder)}", flush=True)
-                    print(f"{name}, {n} worker(s), storage: {storage_cost(new_db(f'storage{n}'), n)}", flush=True)
-                folder = root / f"{name}-kill"
+        for module in (postgres, mariadb):
+            why = module.why_not()
+            if why is None:
+                server = servers.enter_context(module.server())
+                backends.append((module.__name__, server.create))
+            else:
+                print(f"{module.__name__}: skipped ({why})")
+        for name, new_db in backends:
+            for n in [] if args.only_kill else args.workers:
+                folder = root / f"{name}-{n}"
                 folder.mkdir()
-                print(f"{name}, worker killed: {death_to_retry(args, new_db('kill'), folder)}", flush=True)
-        finally:
-            if server:
-                server.__exit__(None, None, None)
-
+                print(f"{name}, {n} worker(s), search: {throughput(args, new_db(f'search{n}'), n, folder)}", flush=True)
+                print(f"{name}, {n} worker(s), storage: {storage_cost(new_db(f'storage{n}'), n)}", flush=True)
+            folder = root / f"{name}-kill"
+            folder.mkdir()
+            print(f"{name}, worker killed: {death_to_retry(args, new_db('kill'), folder)}", flush=True)
 
 if __name__ == "__main__":
     main()

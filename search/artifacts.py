@@ -6,18 +6,20 @@ The store is a FileSystemArtifactStore next to the database (``studies/fmnist.db
 from __future__ import annotations
 
 import pickle
+import socket
 import tempfile
+import uuid
 import zipfile
 from pathlib import Path
 
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.trial import FrozenTrial
 
 from fmnist.errors import UsageError, first_line
 
 from . import record
-
 
 
 def artifact_dir(storage_url: str, explicit: str | None = None) -> Path:
@@ -45,7 +47,43 @@ def open_store(folder: Path) -> WeightsStore:
     return WeightsStore(folder)
 
 
+def check_shared(study: optuna.Study, folder: Path) -> None:
+    """Every worker of a study writes weights to one folder, where export-best finds them all.
+
+    The first worker leaves a token in the study and a file of that name in its folder
+    (``mark_shared``); a worker whose folder lacks the file is refused (on another machine without
+    the shared mount, say) before it writes or trains anything."""
+    known = study._storage.get_study_system_attrs(study._study_id).get(record.WEIGHTS_FOLDER)
+    if known is not None and not (folder / f".fmnist-study-{known['token']}").exists():
+        raise UsageError(f"--artifact-dir {folder}: study {study.study_name!r} keeps its weights in "
+                         f"{known['where']} (where its first worker wrote them), not here; give every "
+                         f"worker that folder (a mount shared by all machines) so that export-best finds "
+                         f"all of them")
+
+
+def mark_shared(study: optuna.Study, store: WeightsStore) -> None:
+    storage, study_id = study._storage, study._study_id
+    if record.WEIGHTS_FOLDER in storage.get_study_system_attrs(study_id):
+        return
+    token = uuid.uuid4().hex
+    try:
+        (store.folder / f".fmnist-study-{token}").touch()
+    except OSError as e:
+        raise UsageError(f"--artifact-dir {store.folder}: cannot write ({e.strerror or e})") from None
+    storage.set_study_system_attr(study_id, record.WEIGHTS_FOLDER, {
+        "token": token, "where": f"{socket.gethostname()}:{store.folder.resolve()}"})
+    check_shared(study, store.folder)  # two first workers at once: the last token written is the study's
+
+
 def save_weights(trial: optuna.Trial, model: torch.nn.Module, store: WeightsStore) -> str:
+    artifact_id = store_weights(model, store, trial)
+    trial.set_user_attr(record.WEIGHTS, artifact_id)
+    return artifact_id
+
+
+def store_weights(model: torch.nn.Module, store: WeightsStore, trial: optuna.Trial | FrozenTrial,
+                  storage=None) -> str:
+    """The model's weights as an artifact listed under ``trial`` (a FrozenTrial needs its ``storage``)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"trial-{trial.number}-weights.pt"
         try:
@@ -56,15 +94,13 @@ def save_weights(trial: optuna.Trial, model: torch.nn.Module, store: WeightsStor
         # A PyTorch state_dict (a zip archive); Python's mimetypes would call .pt a SNES page table.
         before = set(store.folder.iterdir())
         try:
-            artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
-                                          mimetype="application/octet-stream")
+            return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
+                                   storage=storage, mimetype="application/octet-stream")
         except OSError as e:
             for partial in set(store.folder.iterdir()) - before:  # only what this upload began to write
                 partial.unlink(missing_ok=True)
             raise UsageError(f"trial {trial.number}: cannot store its weights in the artifact folder "
                               f"({first_line(e)})") from None
-    trial.set_user_attr(record.WEIGHTS, artifact_id)
-    return artifact_id
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

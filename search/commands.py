@@ -210,6 +210,9 @@ def search(args: argparse.Namespace) -> int:
     wanted = {"split_seed": args.seed, "val_images": args.val_size, "train_subset": args.train_subset,
               "epochs": args.epochs}
     studies.check_contract(args.study, stored, wanted)
+    folder = artifacts.artifact_dir(args.storage, args.artifact_dir)
+    if existing is not None:
+        artifacts.check_shared(existing, folder)
     space = stored.get("space", "blocks") if stored else args.space
     data = prepare_data(args)
     # We print our own line per trial; Optuna's warning for an interrupted trial carries a traceback.
@@ -232,7 +235,8 @@ def search(args: argparse.Namespace) -> int:
                           pruner=args.pruner, prune_factor=args.prune_factor,
                           prune_min_trials=args.prune_min_trials, prune_margin=args.prune_margin,
                           rung_min_images=args.rung_min_images)
-    store = artifacts.open_store(artifacts.artifact_dir(args.storage, args.artifact_dir))
+    store = artifacts.open_store(folder)
+    artifacts.mark_shared(study, store)
     if storages.sqlite_path(args.storage) is None and not args.artifact_dir:
         say(f"note: weights go to {store.folder} on this machine; with workers on other machines, give "
             f"every worker the same shared --artifact-dir so that export-best finds all of them")

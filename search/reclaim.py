@@ -3,12 +3,15 @@
 One mechanism serves three ways a trial can die: Ctrl-C in this process, a killed process on
 this machine (found by its dead pid), and a worker elsewhere that stopped sending heartbeats
 (Optuna's stale-trial check). Each time the trial is marked FAIL and a WAITING copy with the same
-parameters is queued.
+parameters is queued. Each worker looks for both kinds in the background while it trains
+(``watch_stale``), so a dead worker's trial does not wait for another's trial to end.
 """
 from __future__ import annotations
 
 import os
 import socket
+import threading
+from typing import Callable
 
 import optuna
 from optuna.storages import RDBStorage
@@ -68,3 +71,34 @@ def reclaim_orphans(study: optuna.Study, storage: RDBStorage) -> list[int]:
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # another worker got there first
     return reclaimed
+
+
+def watch_stale(study: optuna.Study, say: Callable[[str], None]) -> threading.Event:
+    """While this worker trains, at each of its heartbeats: trials whose worker stopped sending
+    heartbeats (another machine's), and those whose process here is gone, are failed and queued
+    again. Returns the event that stops the watch."""
+    storage, stop = study._storage, threading.Event()
+    every = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+
+    def check() -> None:
+        trials = study.get_trials(deepcopy=False)
+        running, last = {t.number for t in trials if t.state == TrialState.RUNNING}, len(trials) - 1
+        optuna.storages.fail_stale_trials(study)  # queues each through its callback, ``retry``
+        for t in study.get_trials(deepcopy=False)[last + 1:]:
+            failed = t.system_attrs.get("retry_history", [None])[-1]
+            if failed in running:
+                say(f"trial {failed} stopped sending heartbeats (its worker is gone): its configuration "
+                    f"is queued again as trial {t.number}")
+        for number in reclaim_orphans(study, storage):
+            say(f"trial {number} was left running by a worker that is gone: its configuration is queued again")
+
+    def loop() -> None:
+        while not stop.wait(every):
+            try:
+                check()
+            except Exception:  # the storage away a moment: the next round looks again
+                continue
+
+    if every:
+        threading.Thread(target=loop, name="fmnist-stale-watch", daemon=True).start()
+    return stop

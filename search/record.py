@@ -18,8 +18,11 @@ Trial attributes (absent, never None, where there is no figure: the dashboard so
              train_seconds, eval_seconds, images_per_s, device, precision, latency_ms
   rungs      rung_<images>: validation accuracy at that many training images seen (``rung_key``)
   weights    weights_artifact (the weights' artifact id)
+  history    kept_from (the trial this result was first recorded under: another worker failed it as
+             stale while its worker was paused, not dead; ``search.keep``)
 Study attributes: budget (the contract every worker trains under), objectives (what each value
-measures), schema (``SCHEMA_VERSION``).
+measures), schema (``SCHEMA_VERSION``); in system attributes: fmnist:weights_folder (the token
+file every worker's --artifact-dir must hold, and where the first worker's folder was).
 """
 from __future__ import annotations
 
@@ -40,10 +43,12 @@ VAL_ACC, TEST_ACC, TEST_TOP5, CURVE = "val_acc", "test_acc", "test_top5", "curve
 EPOCHS_RUN, IMAGES_SEEN, TRAIN_SECONDS, EVAL_SECONDS = "epochs_run", "images_seen", "train_seconds", "eval_seconds"
 IMAGES_PER_S, DEVICE, PRECISION, LATENCY_MS = "images_per_s", "device", "precision", "latency_ms"
 WEIGHTS = "weights_artifact"
+KEPT_FROM = "kept_from"
 RUNG_PREFIX = "rung_"
 
 # -- study attributes --------------------------------------------------------------------------
 BUDGET, OBJECTIVE_MEANINGS, SCHEMA = "budget", "objectives", "schema"
+WEIGHTS_FOLDER = "fmnist:weights_folder"  # a system attribute
 
 # The attribute holding each objective's value on a trial (acc is selected on validation accuracy).
 OBJECTIVE_ATTR = {"acc": VAL_ACC, "params": PARAMS, "flops": FLOPS, "latency": LATENCY_MS}

@@ -22,8 +22,7 @@ from fmnist.errors import SpecError
 from space import ModelSpec, build, flops, param_count, summary, training_bytes, zoo
 from space.sample import WARM_STARTS, fixed, sample
 
-from . import claims, dashboard, reclaim, record
-from .artifacts import save_weights
+from . import claims, dashboard, keep, reclaim, record
 from .progress import Progress
 from .prune import ParetoPruner, rung_images, rung_val_size
 from .table import pct
@@ -166,6 +165,8 @@ class Search:
         self.progress = progress or Progress(enabled=False)
         self.out = out or self.progress.write
         self.current: int | None = None
+        self.kept: keep.Kept | None = None  # the trial under way, with what it wrote
+        self.stopping = False
         self.consecutive_skips = 0
         self.deadline: float | None = None
         self.rungs: list[int] = []
@@ -209,20 +210,26 @@ class Search:
 
     def objective(self, trial: optuna.Trial) -> Sequence[float]:
         """One trial, and what it leaves for people: its outcome as a column, a one-line note."""
+        kept = self.kept = keep.Kept(trial)
         try:
-            values = self.evaluate(trial)
+            values = self.evaluate(kept)
         except optuna.TrialPruned:
-            self.tell_people(trial, "skipped" if record.SKIPPED in trial.user_attrs else "pruned")
+            kept.end(TrialState.PRUNED)
+            self.tell_people(kept, "skipped" if record.SKIPPED in kept.user_attrs else "pruned")
             raise
-        self.tell_people(trial, "complete")
+        except optuna.exceptions.UpdateFinishedTrialError:  # failed under us while it was sampled
+            kept.lost = True
+            raise
+        kept.end(TrialState.COMPLETE, values)
+        self.tell_people(kept, "complete")
         return values
 
-    def tell_people(self, trial: optuna.Trial, outcome: str) -> None:
+    def tell_people(self, trial: keep.Kept, outcome: str) -> None:
         trial.set_user_attr(record.OUTCOME, outcome)
-        if self.notes:
+        if self.notes and not trial.lost:
             dashboard.publish_trial(trial, outcome)
 
-    def evaluate(self, trial: optuna.Trial) -> Sequence[float]:
+    def evaluate(self, trial: keep.Kept) -> Sequence[float]:
         self.current = trial.number
         reclaim.mark_worker(trial)
         try:
@@ -233,7 +240,7 @@ class Search:
         sizes = {"params": param_count(arch), "flops": flops(arch)}
         n_params, n_flops = sizes["params"], sizes["flops"]
         spec_json = spec.to_json(compact=True)
-        record.set_spec(trial, spec_json)
+        trial.set_system_attr(record.SPEC, spec_json)
         for key, value in {record.PARAMS: n_params, record.FLOPS: n_flops, record.SUMMARY: summary(arch)}.items():
             trial.set_user_attr(key, value)
         cfg = self.config
@@ -267,14 +274,14 @@ class Search:
             trial.set_user_attr(record.PRUNED_REASON, result.stop_reason)
             raise optuna.TrialPruned(result.stop_reason)
         if self.store is not None:
-            save_weights(trial, model, self.store)
+            trial.save_weights(model, self.store)
         values = {"acc": result.val_acc, **{k: float(v) for k, v in sizes.items()}}
         if "latency" in cfg.objectives:
             values["latency"] = fmnist.latency_ms(model, self.data.val.images[:1], cfg.precision)
             trial.set_user_attr(record.LATENCY_MS, values["latency"])
         return [values[o] for o in cfg.objectives]
 
-    def record(self, trial: optuna.Trial, result: fmnist.TrainResult) -> None:
+    def record(self, trial: keep.Kept, result: fmnist.TrainResult) -> None:
         attrs = {
             record.VAL_ACC: result.val_acc, record.TEST_ACC: result.test_acc, record.TEST_TOP5: result.test_top5,
             record.CURVE: [[r.epoch, round(r.val_acc, 4)] for r in result.curve if r.val_acc is not None],
@@ -307,11 +314,30 @@ class Search:
         if self.notes and trial.state == TrialState.COMPLETE:  # the front can only change then
             dashboard.publish_study(study, trials)
         if done >= self.config.trials:
-            study.stop()
+            self.stop()
         elif self.consecutive_skips >= self.config.max_skips:
             self.out(f"stopping: the last {self.consecutive_skips} candidates were all skipped "
                      f"(budget too tight for the space?)")
-            study.stop()
+            self.stop()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.study.stop()
+
+    def time_left(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def after_lost_trial(self) -> None:
+        """The trial under way was failed by another worker (its heartbeat was silent too long,
+        this worker paused): its configuration is queued again, and its result, if it has one, kept."""
+        kept, self.kept, self.current = self.kept, None, None
+        successor = keep.keep(self.study, kept, self.store)
+        why = f"trial {kept.number} was failed as stale by another worker while this one was paused"
+        if successor is None:
+            self.out(f"{why}; its configuration is queued again")
+            return
+        self.out(f"{why}; its result is kept as trial {successor.number}")
+        self.after_trial(self.study, successor)
 
     def run(self) -> None:
         if self.done() >= self.config.trials:
@@ -320,9 +346,19 @@ class Search:
             self.deadline = time.monotonic() + self.config.timeout
         if self.notes:
             dashboard.publish_study(self.study)  # the budget and the front so far, from the start
+        self.stopping = False
+        watch = reclaim.watch_stale(self.study, self.out) if self.engine is not None else None
         try:
-            self.study.optimize(self.objective, timeout=self.config.timeout, callbacks=[self.after_trial],
-                                catch=())
+            while not self.stopping and self.time_left() != 0:
+                try:
+                    self.study.optimize(self.objective, timeout=self.time_left(), callbacks=[self.after_trial],
+                                        catch=())
+                    return
+                except Exception:
+                    # Optuna cannot tell a trial that another worker failed meanwhile, and stops.
+                    if self.kept is None or not self.kept.was_failed_under_us():
+                        raise
+                    self.after_lost_trial()
         except KeyboardInterrupt:
             if self.current is not None:  # Optuna has marked it FAIL: queue its configuration again
                 interrupted = self.study.get_trials(deepcopy=False)[self.current]
@@ -330,6 +366,8 @@ class Search:
                     reclaim.retry(self.study, interrupted)
             raise
         finally:
+            if watch is not None:
+                watch.set()
             self.progress.close()
 
 

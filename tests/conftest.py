@@ -29,3 +29,30 @@ def real_data_dir() -> Path | None:
         if candidate and (Path(candidate) / "train-images-idx3-ubyte.gz").is_file():
             return Path(candidate)
     return None
+
+
+def _server(kind: str):
+    """A real database server for the session (tests/postgres.py, tests/mariadb.py); skipped, with
+    the reason, where none can be started."""
+    module = __import__(kind)
+    reason = module.why_not()
+    if reason:
+        pytest.skip(reason)
+    with module.server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg():
+    yield from _server("postgres")
+
+
+@pytest.fixture(scope="session")
+def mariadb():
+    yield from _server("mariadb")
+
+
+@pytest.fixture(params=["pg", "mariadb"])
+def db_server(request):
+    """Each database server in turn: PostgreSQL 15, then MariaDB (MySQL's protocol)."""
+    return request.getfixturevalue(request.param)

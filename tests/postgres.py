@@ -30,7 +30,18 @@ def why_not() -> str | None:
     return None
 
 
-def _free_port() -> int:
+def server_folder(prefix: str) -> tuple[Path, list[str]]:
+    """A new folder for a database server's files, and the command prefix that runs a program as
+    its owner: as root, the unprivileged user ``nobody`` (database servers refuse to run as root)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    if os.geteuid() != 0:
+        return folder, []
+    folder.chmod(0o755)
+    shutil.chown(folder, "nobody", "nogroup")
+    return folder, ["runuser", "-u", "nobody", "--"]
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -41,26 +52,23 @@ class Server:
     url: str                  # the SQLAlchemy URL prefix: append a database name
     stop: Callable[[], None]  # as an outage: clients are disconnected, connections refused
     start: Callable[[], None]
+    create: Callable[[str], str]  # a new database of that name: its SQLAlchemy URL
 
 
 @contextmanager
 def server():
     """Yields a fresh ``Server``."""
-    folder = Path(tempfile.mkdtemp(prefix="fmnist-pg-", dir="/tmp"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        folder.chmod(0o755)
-        shutil.chown(folder, "nobody", "nogroup")
-        as_user = ["runuser", "-u", "nobody", "--"]
-    data, port = folder / "data", _free_port()
+    folder, as_user = server_folder("fmnist-pg-")
+    data, port = folder / "data", free_port()
     run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True)  # noqa: E731
     try:
         run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync")
         start = lambda: run("pg_ctl", "-D", str(data), "-w", "-l", str(folder / "log"), "-o",  # noqa: E731
                             f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
         start()
-        yield Server(f"postgresql+psycopg2://postgres@127.0.0.1:{port}",
-                     lambda: run("pg_ctl", "-D", str(data), "-w", "-m", "fast", "stop"), start)
+        url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}"
+        yield Server(url, lambda: run("pg_ctl", "-D", str(data), "-w", "-m", "fast", "stop"), start,
+                     lambda name: create_database(url, name))
     finally:
         subprocess.run([*as_user, "pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)

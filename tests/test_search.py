@@ -440,6 +440,23 @@ def test_a_worker_with_another_split_is_refused_in_one_line(synth_dir, small_stu
     assert len(load(small_study).trials) == before  # nothing written
 
 
+def test_a_worker_keeping_weights_in_another_folder_is_refused_in_one_line(synth_dir, tmp_path, capsys):
+    """Issue 10: a worker on another machine kept weights in its own folder, out of export-best's
+    reach. The study remembers its folder; a worker that cannot see it is refused before it trains."""
+    db, shared, local = tmp_path / "a.db", tmp_path / "shared", tmp_path / "local"
+    assert run(synth_dir, db, "--trials", "1", "--no-enqueue-seeds", "--artifact-dir", str(shared)) == 0
+    before = len(load(db).trials)
+    capsys.readouterr()
+    assert run(synth_dir, db, "--trials", "2", "--no-enqueue-seeds", "--artifact-dir", str(local)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--artifact-dir {local}: study 's' keeps its weights in " in err, err
+    assert f":{shared.resolve()} (where its first worker wrote them)" in err
+    assert len(load(db).trials) == before and not local.exists()  # nothing written
+    (shared.parent / "mounted-here").symlink_to(shared)  # the same folder, mounted elsewhere
+    assert run(synth_dir, db, "--trials", "2", "--no-enqueue-seeds", "--artifact-dir",
+               str(shared.parent / "mounted-here")) == 0
+
+
 def test_a_search_without_validation_images_is_refused_at_once(synth_dir, tmp_path, capsys):
     assert main(["--data-dir", str(synth_dir), "--storage", f"sqlite:///{tmp_path / 'v.db'}", "--val-size", "0",
                  "--trials", "2", "--quiet"]) == 2
