@@ -58,10 +58,13 @@ print((time.perf_counter() - start) / n)
 """
 
 
+MAX_FLOPS = 2_000_000  # small models only
+
+
 def search_cmd(args, url: str, workers: int, trials: int, folder: Path, epochs: int = 1) -> list[str]:
     return [sys.executable, "-m", "search.cli", "--data-dir", args.data_dir, "--storage", url, "--study", "w",
             "--trials", str(trials), "--epochs", str(epochs), "--train-subset", "4000", "--val-size", "2000",
-            "--max-flops", "2000000", "--pruner", "none", "--no-enqueue-seeds", "--no-warm-start", "--quiet",
+            "--max-flops", str(MAX_FLOPS), "--pruner", "none", "--no-enqueue-seeds", "--no-warm-start", "--quiet",
             "--workers", str(workers), "--artifact-dir", str(folder / "weights")]
 
 
@@ -101,7 +104,10 @@ def death_to_retry(args, url: str, folder: Path) -> str:
             for s in storage.get_all_studies():
                 for t in storage.get_all_trials(s._study_id, states=(TrialState.RUNNING,)):
                     pid = int(str(t.user_attrs.get(record.WORKER, ":0")).rpartition(":")[2] or 0)
-                    if pid and pid != proc.pid and record.PARAMS in t.user_attrs:
+                    # In training: past the free checks (a candidate over --max-flops is skipped,
+                    # PRUNED, a moment later) and still running just before the kill.
+                    if (pid and pid != proc.pid and t.user_attrs.get(record.FLOPS, 10**12) <= MAX_FLOPS
+                            and storage.get_trial(t._trial_id).state == TrialState.RUNNING):
                         victim = (pid, t.number, s._study_id)
             time.sleep(0.05)
         if victim is None:
