@@ -29,10 +29,10 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))  # the PostgreSQL test server
 
 import optuna  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
 
 import mariadb  # noqa: E402
 import postgres  # noqa: E402
+from victim import trial_in_training  # noqa: E402
 from search import record  # noqa: E402
 
 STORAGE_LOOP = """
@@ -99,17 +99,7 @@ def death_to_retry(args, url: str, folder: Path) -> str:
                             stderr=subprocess.DEVNULL)
     storage = optuna.storages.RDBStorage(url)
     try:
-        victim, deadline = None, time.monotonic() + 300
-        while victim is None and time.monotonic() < deadline:
-            for s in storage.get_all_studies():
-                for t in storage.get_all_trials(s._study_id, states=(TrialState.RUNNING,)):
-                    pid = int(str(t.user_attrs.get(record.WORKER, ":0")).rpartition(":")[2] or 0)
-                    # In training: past the free checks (a candidate over --max-flops is skipped,
-                    # PRUNED, a moment later) and still running just before the kill.
-                    if (pid and pid != proc.pid and t.user_attrs.get(record.FLOPS, 10**12) <= MAX_FLOPS
-                            and storage.get_trial(t._trial_id).state == TrialState.RUNNING):
-                        victim = (pid, t.number, s._study_id)
-            time.sleep(0.05)
+        victim = trial_in_training(url, proc, MAX_FLOPS, not_pid=proc.pid, every=0.05, within=300)
         if victim is None:
             return "no trial of the second worker seen"
         os.kill(victim[0], signal.SIGKILL)

@@ -124,7 +124,7 @@ def load_weights(trial: optuna.trial.FrozenTrial, store: FileSystemArtifactStore
             download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
         except Exception as e:  # a missing artifact folder or file: say which trial, where, and who wrote it
             where = getattr(store, "folder", "the artifact store")
-            host = str(trial.user_attrs.get(record.WORKER, "")).rpartition(":")[0] or "another worker"
+            host = record.worker_of(trial)[0] or "another worker"
             raise UsageError(f"trial {trial.number}: its weights (artifact {artifact_id}) are not in {where} "
                              f"({type(e).__name__}); {host} trained it: point --artifact-dir at the folder its "
                              f"worker wrote to (a folder shared by all workers), or use --retrain") from None

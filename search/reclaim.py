@@ -61,8 +61,8 @@ def reclaim_orphans(study: optuna.Study, storage: RDBStorage) -> list[int]:
     host = socket.gethostname()
     reclaimed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker_host, _, pid = str(t.user_attrs.get(record.WORKER, "")).rpartition(":")
-        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
+        worker_host, pid = record.worker_of(t)
+        if worker_host != host or pid is None or _alive(pid):
             continue
         try:
             if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):

@@ -64,6 +64,12 @@ def rungs_of(t: FrozenTrial) -> dict[int, float]:
             if k.startswith(RUNG_PREFIX) and k[len(RUNG_PREFIX):].isdigit()}
 
 
+def worker_of(t: FrozenTrial) -> tuple[str, int | None]:
+    """(host, pid) of the worker that trained or is training the trial; ("", None) where unknown."""
+    host, _, pid = str(t.user_attrs.get(WORKER, "")).rpartition(":")
+    return host, int(pid) if pid.isdigit() else None
+
+
 def is_skipped(t: FrozenTrial) -> bool:
     """Not trained: invalid, over a budget, too large or a duplicate (Optuna records it as pruned)."""
     return SKIPPED in t.user_attrs

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 import fmnist
 from search import reclaim, record, storage as storages
 from search.cli import main
+from victim import trial_in_training
 
 # A worker's heartbeat and the grace after which others fail its trial, shortened for these tests
 # (30 s and 4 min in use) so that a pause of a few seconds makes a trial stale.
@@ -26,6 +27,7 @@ BEAT, GRACE = 1, 3
 SHORT_GRACE = (f"import sys, search.storage as s; s.HEARTBEAT_S, s.GRACE_S = {BEAT}, {GRACE}; "
                f"from search.cli import main; sys.exit(main(sys.argv[1:]))")
 _names = itertools.count()
+MAX_FLOPS = 3_000_000  # cheap candidates only: the others are skipped at no cost
 
 
 @pytest.fixture(params=["sqlite", "pg", "mariadb"])
@@ -41,28 +43,17 @@ def search_workers(url: str, synth_dir, tmp_path, study: str, trials: int, epoch
     """``fmnist-search --workers N`` on ``url``: cheap candidates, no pruning, weights in tmp_path."""
     start = [sys.executable, "-c", SHORT_GRACE] if short_grace else [sys.executable, "-m", "search.cli"]
     cmd = [*start, "--data-dir", str(synth_dir), "--storage", url, "--study", study,
-           "--quiet", "--val-size", "100", "--epochs", str(epochs), "--max-flops", "3000000", "--trials", str(trials),
+           "--quiet", "--val-size", "100", "--epochs", str(epochs), "--max-flops", str(MAX_FLOPS), "--trials", str(trials),
            "--no-enqueue-seeds", "--no-warm-start", "--pruner", "none", "--workers", str(workers),
            "--artifact-dir", str(tmp_path / "weights")]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def training_trial(url: str, proc: subprocess.Popen, not_pid: int | None = None) -> tuple[int, int]:
-    """(pid of its worker, number) of a trial in training: past the free checks (a candidate over
-    --max-flops is skipped, not trained) and still running when looked at."""
-    storage, deadline = optuna.storages.RDBStorage(url), time.monotonic() + 180
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            studies = storage.get_all_studies()
-            for t in storage.get_all_trials(studies[0]._study_id, states=(TrialState.RUNNING,)) if studies else []:
-                pid = int(str(t.user_attrs.get(record.WORKER, ":0")).rpartition(":")[2] or 0)
-                if (pid and pid != not_pid and t.user_attrs.get(record.FLOPS, 10**9) <= 3_000_000
-                        and storage.get_trial(t._trial_id).state == TrialState.RUNNING):
-                    return pid, t.number
-            time.sleep(0.2)
-    finally:
-        storage.engine.dispose()
-    raise AssertionError(f"no trial in training: {proc.communicate()}")
+    """(pid of its worker, number) of a trial of ``proc`` in training."""
+    found = trial_in_training(url, proc, MAX_FLOPS, not_pid)
+    assert found, f"no trial in training: {proc.communicate()}"
+    return found[:2]
 
 
 def nothing_left_running(study: optuna.Study) -> None:
