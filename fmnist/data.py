@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 MEAN, STD = 0.2860, 0.3530  # of the official training images, pixel values scaled to [0, 1]
 IMAGE_SIZE = 28
+MIN_TRAIN = 2  # batch norm needs two images in a batch
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -136,16 +138,21 @@ def _where_to_put_files(root: Path, why: str) -> str:
 
 
 def _download(root: Path) -> dict[str, Path] | None:
-    """torchvision's downloader, which checks each file's md5; offline it fails with a clear line."""
+    """torchvision's downloader, which checks each file's md5; offline it fails with a clear line,
+    and the folders it made for the files are removed again (a refused command leaves nothing)."""
+    made = [p for p in (root, root / "FashionMNIST", root / "FashionMNIST" / "raw") if not p.exists()]
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)  # a blocked network should fail, not hang
     try:
         import torchvision
         for train in (True, False):
             torchvision.datasets.FashionMNIST(str(root), train=train, download=True)
-    except Exception as e:  # any failure here means: no files, tell the user where to put them
-        reason = first_line(e)
-        raise DataError(_where_to_put_files(root, f"download failed: {reason}"), "data_dir") from None
+    except BaseException as e:  # any failure here means: no files, tell the user where to put them
+        if made:  # only folders this call created, with what the download put in them
+            shutil.rmtree(made[0], ignore_errors=True)
+        if not isinstance(e, Exception):
+            raise
+        raise DataError(_where_to_put_files(root, f"download failed: {first_line(e)}"), "data_dir") from None
     finally:
         socket.setdefaulttimeout(previous)
     return find_files(root)
@@ -193,8 +200,12 @@ def make_splits(ds: FashionMNIST, val_size: int = 10_000, seed: int = 0,
     labels = ds.train.labels.numpy()
     val_idx = stratified_pick(labels, val_size, seed) if val_size else np.zeros(0, dtype=np.int64)
     train_idx = np.setdiff1d(np.arange(n), val_idx)
+    if len(train_idx) < MIN_TRAIN:
+        raise UsageError(f"{val_size} leaves {len(train_idx)} training image(s); training needs at least "
+                         f"{MIN_TRAIN} (batch norm normalizes over a batch)", "val_size")
     if train_subset is not None:
-        if not 0 < train_subset <= len(train_idx):
-            raise UsageError(f"must be between 1 and {len(train_idx)}, got {train_subset}", "train_subset")
+        if not MIN_TRAIN <= train_subset <= len(train_idx):
+            raise UsageError(f"must be between {MIN_TRAIN} and {len(train_idx)} (at least {MIN_TRAIN}: batch norm "
+                             f"normalizes over a batch), got {train_subset}", "train_subset")
         train_idx = train_idx[stratified_pick(labels[train_idx], train_subset, seed + 1)]
     return Splits(ds.train.subset(train_idx), ds.train.subset(val_idx), ds.test)

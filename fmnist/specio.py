@@ -80,11 +80,18 @@ def to_json(obj: Any, compact: bool = False) -> str:
     return json.dumps(to_dict(obj), indent=2, sort_keys=False)
 
 
+MAX_JSON_CHARS = 1 << 20  # a spec is a few kB; a file this large is not one
+
+
 def from_json(cls: type[T], text: str) -> T:
+    if len(text) > MAX_JSON_CHARS:
+        raise SpecError(f"{len(text):,} characters; a spec holds at most {MAX_JSON_CHARS:,}")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise SpecError(f"not valid JSON: {e}") from None
+    except RecursionError:
+        raise SpecError("not a spec: nested too deeply") from None
     return from_dict(cls, data)
 
 

@@ -5,6 +5,7 @@ The store is a FileSystemArtifactStore next to the database (``studies/fmnist.db
 """
 from __future__ import annotations
 
+import os
 import pickle
 import socket
 import tempfile
@@ -37,6 +38,19 @@ class WeightsStore(FileSystemArtifactStore):
     def __init__(self, folder: Path):
         super().__init__(str(folder))
         self.folder = Path(folder)
+
+
+def check_folder(folder: Path) -> None:
+    """Refuse an --artifact-dir that cannot be a folder, before anything is created."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--artifact-dir {folder}: is a file, not a folder")
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"--artifact-dir {folder}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK):
+        raise UsageError(f"--artifact-dir {folder}: {probe} is not writable")
 
 
 def open_store(folder: Path) -> WeightsStore:
@@ -103,9 +117,14 @@ def store_weights(model: torch.nn.Module, store: WeightsStore, trial: optuna.Tri
                               f"({first_line(e)})") from None
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A state_dict file, loaded safely; a corrupt or foreign file is one line naming it."""
+def read_state_dict(path: Path, max_bytes: int | None = None) -> dict[str, torch.Tensor]:
+    """A state_dict file, loaded safely; a corrupt or foreign file, or one larger than
+    ``max_bytes`` (what the model it is for can hold), is one line naming it."""
     try:
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            raise UsageError(f"{path}: {size:,} bytes, more than the weights of its model can take "
+                             f"({max_bytes:,}); not this model's weights")
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
         raise UsageError(f"{path}: not a readable weights file ({first_line(e)})") from None

@@ -75,12 +75,24 @@ def _margin(text: str) -> float | None:
     return value
 
 
-def _add_data_options(p: argparse.ArgumentParser) -> None:
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of minutes, got {text!r}") from None
+    if not 0 < value <= 10_000_000:
+        raise argparse.ArgumentTypeError(f"must be above 0 (and sensible), got {text}")
+    return value
+
+
+def _add_data_options(p: argparse.ArgumentParser, contract: bool = False) -> None:
+    """``contract``: --seed and --val-size are a study's; left out, a rerun takes the study's."""
     p.add_argument("--data-dir", help="folder with the four Fashion-MNIST files, flat or "
                    "torchvision's FashionMNIST/raw/ layout (default: $FMNIST_DATA, else ./data)")
     p.add_argument("--no-download", action="store_true", help="never try torchvision's download")
-    p.add_argument("--val-size", type=_int_at_least(0), default=10_000,
-                   help="validation images held out of the 60k training set (default 10000)")
+    p.add_argument("--val-size", type=_int_at_least(0), default=None if contract else 10_000,
+                   help="validation images held out of the 60k training set (default 10000"
+                        + ("; a rerun: the study's)" if contract else ")"))
     p.add_argument("--train-subset", type=_positive_int, help="train on this many images only (stratified)")
     p.add_argument("--device", default="auto", type=_device,
                    help=f"{', '.join(DEVICES)} or cuda:K (default auto: a GPU when there is one)")
@@ -89,8 +101,9 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="default auto: bf16 on CUDA and on CPUs with native bf16")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--seed", type=_int_range(0, 2**32 - 1), default=0,
-                   help="seed for the split, init, batches, augmentation (0 to 2**32-1)")
+    p.add_argument("--seed", type=_int_range(0, 2**32 - 1), default=None if contract else 0,
+                   help="seed for the split, init, batches, augmentation (0 to 2**32-1; default 0"
+                        + ("; a rerun: the study's)" if contract else ")"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,9 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", default="tpe", choices=SAMPLERS, help="default tpe (multivariate)")
     s.add_argument("--no-enqueue-seeds", dest="enqueue_seeds", action="store_false",
                    help="do not queue the seed models as candidates (cheapest first, pruned like any other)")
-    s.add_argument("--space", default="stages", choices=SPACES,
-                   help="stages (default): conv-conv-pool stages, widening, BN, GAP or small dense head; "
-                        "blocks: the per-block space (any padding, pooling, 1x1 reduction per block)")
+    s.add_argument("--space", default=None, choices=SPACES,
+                   help="stages (default; a rerun: the study's): conv-conv-pool stages, widening, BN, GAP or "
+                        "small dense head; blocks: the per-block space (any padding, pooling, 1x1 reduction per block)")
     s.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                    help="do not queue the stages space's ladder of known-good designs first")
     s.add_argument("--max-params", type=_positive_int, help="skip candidates with more parameters, untrained")
@@ -152,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="this worker's own stream of candidates (the split and training seeds stay --seed's); "
                         "give each worker started by hand a different one (default 0)")
     _add_study_options(s)
-    _add_data_options(s)
+    _add_data_options(s, contract=True)
 
     sh = sub.add_parser("show", help="the study's Pareto front as a table")
     _add_study_options(sh)
@@ -168,14 +181,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--by", default="acc", help="objective ranking --top (default acc)")
     e.add_argument("--max-params", type=_positive_int, help="only chosen trials with at most this many params")
     e.add_argument("--retrain", action="store_true",
-                   help="retrain on all 60k training images with the tuned settings before export")
+                   help="the final training: train each chosen architecture again from scratch on all 60k "
+                        "training images with its tuned settings, then export that model")
     e.add_argument("--epochs", type=_positive_int, help="with --retrain: epochs instead of the trial's")
+    e.add_argument("--retrain-minutes", type=_minutes,
+                   help="with --retrain: one number of epochs for all, sized so that the whole final training "
+                        "takes about this many minutes here (from each model's measured speed)")
+    e.add_argument("--seeds", type=_int_range(1, 100), default=1,
+                   help="with --retrain: runs of each architecture (seeds --seed, --seed+1, ...); their mean and "
+                        "spread are reported, the first seed's run is exported (default 1)")
     _add_data_options(e)
 
     d = sub.add_parser("dashboard", help="serve optuna-dashboard on the study, with its weights, and print the URL")
     _add_study_options(d)
     d.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     d.add_argument("--port", type=_int_range(0, 65535), default=8080, help="default 8080; 0: any free port")
+    d.add_argument("--allow-writes", action="store_true",
+                   help="on an address other than loopback, serve writes (notes, attributes) to those who "
+                        "log in with the password printed at start ($FMNIST_DASHBOARD_PASSWORD to choose it); "
+                        "without it such a dashboard is read-only. Deleting or renaming a study is never served")
 
     pr = sub.add_parser("predict", help="classify image files (PNG/JPG, any size) or an IDX file")
     pr.add_argument("--model", type=Path, required=True, help="a model folder written by export-best")
@@ -196,9 +220,10 @@ def _study_name(text: str) -> str:
 
 def _add_study_options(p: argparse.ArgumentParser) -> None:
     from .options import DEFAULT_STUDY
-    from .storage import DEFAULT_STORAGE
-    p.add_argument("--storage", default=DEFAULT_STORAGE,
-                   help=f"SQLAlchemy URL of the Optuna storage (default {DEFAULT_STORAGE})")
+    from .storage import DEFAULT_STORAGE, STORAGE_ENV
+    p.add_argument("--storage", default=os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE,
+                   help=f"SQLAlchemy URL of the Optuna storage (default ${STORAGE_ENV}, else {DEFAULT_STORAGE}); "
+                        f"keep a password out of it: ${STORAGE_ENV}, or the driver's own files (~/.pgpass, PGPASSWORD)")
     p.add_argument("--study", default=DEFAULT_STUDY, type=_study_name,
                    help=f"study name (default {DEFAULT_STUDY})")
     p.add_argument("--artifact-dir", help="where trials' weights are kept (default: beside a SQLite "
@@ -208,11 +233,20 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     import optuna
     import sqlalchemy
+
+    from . import signals
+    from .storage import scrub
+    signals.install()  # SIGTERM stops as Ctrl-C does: one line, finished work kept
     # heartbeat_interval, TPE's group and metric names are marked experimental; we rely on them.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["search", *argv]  # `fmnist-search --trials 200 ...` is the search
+    args = argparse.Namespace()
+
+    def error(message: str) -> None:  # never a storage password, whatever a driver put in a message
+        print(f"fmnist-search: error: {scrub(message, getattr(args, 'storage', '') or '')}", file=sys.stderr)
+
     try:
         args = build_parser().parse_args(argv)
         args.argv = argv  # --workers starts its other workers with the same command line
@@ -221,18 +255,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.set_num_threads(args.threads)  # process-wide: set here, not in the library
         return getattr(commands, args.command.replace("-", "_"))(args)
     except UsageError as e:
-        print(f"fmnist-search: error: {flag(e)}", file=sys.stderr)
+        error(flag(e))
         return 2
     except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as e:
         # The database failed under a running command (full disk, a file made read-only, a server
         # gone): what was committed before stays; say so in one line.
         cause = e.__cause__ or e
-        print(f"fmnist-search: error: the study's storage failed ({first_line(cause)}); trials finished "
-              f"before this are kept", file=sys.stderr)
+        error(f"the study's storage failed ({first_line(cause)}); trials finished before this are kept")
         return 2
-    except KeyboardInterrupt:
-        print("fmnist-search: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"fmnist-search: {signals.said(e)}", file=sys.stderr)
+        return signals.exit_status(e)
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as command-line tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

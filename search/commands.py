@@ -6,6 +6,8 @@ import dataclasses
 import functools
 import json
 import os
+import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -23,12 +25,12 @@ from space import ModelSpec, build, flops, param_count, zoo
 from space.sample import smallest
 
 from . import artifacts
-from . import options, reclaim, record, storage as storages, study as studies
+from . import options, reclaim, record, signals, storage as storages, study as studies, written
 from .front import format_counts, format_front
 from .progress import Progress
 from .table import format_table, pct
-from .run import (Profile, Search, SearchConfig, enqueue_seeds, enqueue_warm_starts, pick_profile,
-                  reference_rate, too_big)
+from .run import (TOP_SECONDS_SHARE, Profile, Search, SearchConfig, enqueue_seeds, enqueue_warm_starts,
+                  pick_profile, reference_arch, reference_rate, too_big)
 
 
 def with_overrides(spec: ModelSpec, **overrides) -> ModelSpec:
@@ -49,8 +51,8 @@ def existing_study(args: argparse.Namespace):
     """The study named by --study, which must exist in --storage (a SQLite file is not created)."""
     path = storages.sqlite_path(args.storage)
     if path is not None and not path.is_file():
-        raise UsageError(f"--storage {args.storage}: no database at {path}")
-    return studies.load_existing(storages.open_storage(args.storage), args.study)
+        raise UsageError(f"--storage {storages.shown(args.storage)}: no database at {path}")
+    return studies.load_existing(storages.open_storage(args.storage, create=False), args.study)
 
 
 def prepare_data(args: argparse.Namespace) -> fmnist.Splits:
@@ -77,7 +79,7 @@ def train(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.spec}: arch.num_classes is {spec.arch.num_classes}; Fashion-MNIST has "
                           f"{len(fmnist.CLASSES)} classes")
     if args.save:
-        writable_folder(args.save)  # before training: a bad folder must not cost the trained model
+        check_save(args.save)  # before training: a bad folder must not cost the trained model
     data = prepare_data(args)
     fast_kernels(data.train.images.device)
     big = too_big(spec.arch, min(spec.train.batch_size, len(data.train)), data.train.images.device)
@@ -120,25 +122,50 @@ def train(args: argparse.Namespace) -> int:
     return 0 if not result.stop_reason else 1
 
 
-def writable_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--save {folder}: cannot create ({e.strerror or e})") from None
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"--save {folder}: not writable")
+SAVED = ("spec.json", "weights.pt", "metrics.json")
+SAVE_MARKER = ".fmnist-train"  # in a folder train --save wrote: what it wrote, so it may replace that
+
+
+def check_save(folder: Path) -> None:
+    """Refuse a --save folder where the files train writes would replace someone else's (or where
+    nothing can be written), before training; the folder is created only when the model is saved."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--save {folder}: is a file, not a folder")
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise UsageError(f"--save {folder}: cannot write in {probe}")
+    present = [name for name in SAVED if (folder / name).exists() or (folder / name).is_symlink()]
+    if not present:
+        return
+    if not (folder / SAVE_MARKER).is_file():
+        raise UsageError(f"--save {folder}: holds {present[0]}, which train did not write; choose another folder")
+    other = written.foreign(folder, SAVE_MARKER, written.read_manifest(folder, SAVE_MARKER, "--save"), only=present)
+    if other is not None:
+        raise UsageError(f"--save {folder}: holds {other}, which train did not write (or which changed since); "
+                         f"choose another folder")
 
 
 def save_trained(folder: Path, spec: ModelSpec, model: torch.nn.Module, result: fmnist.TrainResult) -> None:
+    check_save(folder)  # again: nothing may have appeared there while the model trained
+    metrics = json.dumps({
+        "params": param_count(spec.arch), "flops": flops(spec.arch), "val_acc": result.val_acc,
+        "test_acc": result.test_acc, "test_top5": result.test_top5,
+        "curve": [dataclasses.asdict(r) for r in result.curve]}, indent=2)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "spec.json").write_text(spec.to_json())
-        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, folder / "weights.pt")
-        (folder / "metrics.json").write_text(json.dumps({
-            "params": param_count(spec.arch), "flops": flops(spec.arch), "val_acc": result.val_acc,
-            "test_acc": result.test_acc, "test_top5": result.test_top5,
-            "curve": [dataclasses.asdict(r) for r in result.curve]}, indent=2))
+        with signals.held():  # each file whole, and the manifest naming them
+            for name, write in (("spec.json", lambda p: p.write_text(spec.to_json())),
+                                ("weights.pt", lambda p: torch.save({k: v.cpu() for k, v in model.state_dict().items()}, p)),
+                                ("metrics.json", lambda p: p.write_text(metrics))):
+                part = folder / f".{name}.part"
+                write(part)
+                part.replace(folder / name)
+            written.write_manifest(folder, SAVE_MARKER, "fmnist-search train", [folder / n for n in SAVED])
     except OSError as e:
+        for name in SAVED:  # a full disk: no half-written file left beside the user's
+            (folder / f".{name}.part").unlink(missing_ok=True)
         raise UsageError(f"--save {folder}: cannot write ({e.strerror or e})") from None
 
 
@@ -176,12 +203,23 @@ def estimate(trials: int, top_images: int, rate: float) -> str:
 
 
 def plan_budget(args: argparse.Namespace, device: torch.device, data: fmnist.Splits,
-                stored: dict | None, rate: Callable[[], float]) -> Profile:
+                contract: dict, rate: Callable[[], float]) -> Profile:
     """The study's stored budget when it has one (a rerun or another worker keeps it), else a new
     one: --epochs, or sized to --timeout by a brief measurement, or the device's default."""
-    if stored:  # another --epochs was refused already (studies.check_contract)
-        return dataclasses.replace(pick_profile(device), epochs=stored["epochs"])
+    if contract["epochs"] is not None and args.epochs is None:  # the study's own
+        return dataclasses.replace(pick_profile(device), epochs=contract["epochs"])
     return pick_profile(device, args.epochs, args.timeout, len(data.train), rate=rate)
+
+
+def find_study(args: argparse.Namespace, objectives: tuple[str, ...]):
+    """(storage, study) as they are before this command writes anything: the storage is opened
+    only where it already holds Optuna's tables (else None), the study only where it exists."""
+    found = storages.tables(args.storage)
+    storages.check_tables(args.storage, found, create=True)  # another application's database: refused
+    if not storages.has_optuna_tables(found):
+        return None, None
+    storage = storages.open_storage(args.storage, create=False)
+    return storage, studies.check_study(storage, args.study, objectives)
 
 
 def search(args: argparse.Namespace) -> int:
@@ -190,35 +228,45 @@ def search(args: argparse.Namespace) -> int:
     # A worker started by --workers prints its trials only; the first worker speaks for the study.
     say = print if WORKER_OF not in os.environ else (lambda *a, **k: None)
     objectives = options.parse_objectives(args.objective)
+    # Every check that can refuse the command runs before anything is written: no database, no
+    # study, no folder is left behind by a refused command.
+    storages.check_url(args.storage)
+    storage, existing = find_study(args, objectives)
+    stored = existing.user_attrs.get(record.BUDGET) if existing is not None else None
+    contract = studies.resolve_contract(args.study, stored, {
+        "split_seed": args.seed, "val_images": args.val_size, "train_subset": args.train_subset,
+        "epochs": args.epochs, "space": args.space})
+    args.seed, args.val_size, args.train_subset, space = (contract["split_seed"], contract["val_images"],
+                                                          contract["train_subset"], contract["space"])
+    if existing is not None and stored:
+        say(f"continuing study {args.study!r} with its own split and budget: {studies.describe_contract(contract)}")
     if "acc" in objectives and args.val_size == 0:
         raise UsageError("--val-size 0: the acc objective is validation accuracy, so selection needs "
                           "validation images (the test set is never used to choose)")
-    least = smallest(args.space)  # before the storage is opened: a refused command writes nothing
+    least = smallest(space)
     for flag, limit, size, name in (("--max-params", args.max_params, param_count(least), "parameters"),
                                     ("--max-flops", args.max_flops, flops(least), "FLOPs")):
         if limit is not None and limit < size:
-            raise UsageError(f"{flag} {limit:,}: no candidate fits; the {args.space} space's smallest model "
+            raise UsageError(f"{flag} {limit:,}: no candidate fits; the {space} space's smallest model "
                               f"has {size:,} {name}")
+    folder = artifacts.artifact_dir(args.storage, args.artifact_dir)
+    artifacts.check_folder(folder)
+    if existing is not None:
+        artifacts.check_shared(existing, folder)
     sampler = options.make_sampler(args.sampler, options.worker_seed(args.seed, args.worker_id))
     if args.workers > 1 and args.device in ("auto", "cuda") and torch.cuda.device_count() > 1:
         args.device = f"cuda:{args.worker_id % torch.cuda.device_count()}"  # one GPU per worker
     device = fmnist.pick_device(args.device)
-    fast_kernels(device)
-    storage = storages.open_storage(args.storage)
-    existing = studies.check_study(storage, args.study, objectives)  # before the data: fail fast
-    stored = existing.user_attrs.get(record.BUDGET) if existing is not None else None
-    wanted = {"split_seed": args.seed, "val_images": args.val_size, "train_subset": args.train_subset,
-              "epochs": args.epochs}
-    studies.check_contract(args.study, stored, wanted)
-    folder = artifacts.artifact_dir(args.storage, args.artifact_dir)
-    if existing is not None:
-        artifacts.check_shared(existing, folder)
-    space = stored.get("space", "blocks") if stored else args.space
+    check_workers(args)
     data = prepare_data(args)
+    fast_kernels(device)
     # We print our own line per trial; Optuna's warning for an interrupted trial carries a traceback.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     rate = functools.cache(lambda: reference_rate(data, args.precision, args.seed))  # measured when needed
-    profile = plan_budget(args, device, data, stored, rate)
+    profile = plan_budget(args, device, data, contract, rate)
+
+    # -- from here on, the command writes --
+    storage = storage or storages.open_storage(args.storage)
     study = studies.open_study(storage, args.study, objectives, sampler)
     if record.BUDGET not in study.user_attrs:
         budget = {"profile": profile.name, "epochs": profile.epochs, "train_images": len(data.train),
@@ -226,10 +274,13 @@ def search(args: argparse.Namespace) -> int:
         study.set_user_attr(record.BUDGET, budget | ({"train_subset": args.train_subset} if args.train_subset else {}))
         # Workers that created the study together: the last budget written is the study's; one
         # whose own was overwritten by a different one stops here.
-        studies.check_contract(args.study, study.user_attrs[record.BUDGET], {**wanted, "epochs": profile.epochs})
+        studies.resolve_contract(args.study, study.user_attrs[record.BUDGET], {**contract, "epochs": profile.epochs})
+    timed = args.timeout is not None and profile.max_flops is not None  # a CPU with a deadline
     config = SearchConfig(objectives=objectives, trials=args.trials, epochs=profile.epochs, space=space,
                           max_params=args.max_params, max_flops=args.max_flops,
-                          profile_max_flops=profile.max_flops,
+                          profile_max_flops=None if timed else profile.max_flops,
+                          flop_rate=rate() * flops(reference_arch()) if timed else None,
+                          max_top_seconds=args.timeout * TOP_SECONDS_SHARE if timed else None,
                           timeout=None if args.timeout is None else max(1.0, args.timeout - (time.monotonic() - started)),
                           seed=args.seed, precision=args.precision, compile=args.compile,
                           pruner=args.pruner, prune_factor=args.prune_factor,
@@ -258,25 +309,48 @@ def search(args: argparse.Namespace) -> int:
             say(f"queued {len(queued)} seed models as candidates (cheapest first, through the same rungs)")
     done = runner.done()
     extra = " (parallel workers finishing together can pass the total)" if done > args.trials else ""
-    say(f"study {args.study!r} in {args.storage}: {done} of {args.trials} trials done{extra}")
+    say(f"study {args.study!r} in {storages.shown(args.storage)}: {done} of {args.trials} trials done{extra}")
     # The others start once the study, its budget and its queue exist: they take them as they are.
     others = start_workers(args) if args.workers > 1 else []
     if others:
         watch(others, lambda: reclaim.reclaim_orphans(study, storage))
     try:
         runner.run()
-    except KeyboardInterrupt:
-        say("\ninterrupted: finished trials are kept; the interrupted one is queued again. "
+    except KeyboardInterrupt as e:
+        say(f"\n{signals.said(e)}: finished trials are kept; the interrupted one is queued again. "
               "Run the same command to continue.")
-        wait_for(others)
+        wait_for(others, e)
         say(format_front(study))
-        return 130
+        return signals.exit_status(e)
     failed = wait_for(others)
     if others and reclaim.reclaim_orphans(study, storage):  # a worker killed after this one's last trial
         runner.run()
     say(format_counts(study))
     say(format_front(study))
     return 2 if failed else 0
+
+
+def check_workers(args: argparse.Namespace) -> None:
+    """--threads above the cores is only slower (a warning); --workers whose processes would not
+    fit in the memory free now are refused."""
+    cores = os.cpu_count() or 1
+    if args.threads and args.threads > cores:
+        print(f"warning: --threads {args.threads} is more than this machine's {cores} cores; training "
+              f"will be slower, not faster", file=sys.stderr)
+    if args.workers > 1:
+        free = fmnist.available_memory(torch.device("cpu"))
+        if free is not None and args.workers * WORKER_BYTES > free:
+            raise UsageError(f"--workers {args.workers}: each worker process needs about "
+                             f"{WORKER_BYTES / 2**30:.1f} GiB here, and {free / 2**30:.1f} GiB are free; "
+                             f"at most {max(1, int(free // WORKER_BYTES))} fit")
+        if args.workers > cores and not torch.cuda.is_available():
+            print(f"warning: --workers {args.workers} on {cores} cores: workers share the cores, so "
+                  f"each trial is slower", file=sys.stderr)
+
+
+# One worker's resident memory on a CPU: the interpreter with torch loaded, the data set, one
+# model's training (measured: about 0.9 GiB with a mid-sized net; rounded up).
+WORKER_BYTES = 3 * 2**30 // 2
 
 
 WORKER_OF = "FMNIST_SEARCH_WORKER_OF"  # set in the workers --workers starts: the first worker's pid
@@ -323,20 +397,25 @@ def watch(workers: list[subprocess.Popen], reclaim_dead: Callable[[], list[int]]
     threading.Thread(target=loop, name="fmnist-worker-watch", daemon=True).start()
 
 
-def wait_for(workers: list[subprocess.Popen]) -> list[int]:
+def wait_for(workers: list[subprocess.Popen], interrupt: KeyboardInterrupt | None = None) -> list[int]:
     """Wait for the other workers; the exit codes of those that failed (one killed by a signal is
-    said, not counted: its trial was queued again and the study goes on without it)."""
+    said, not counted: its trial was queued again and the study goes on without it). A SIGTERM
+    reached this worker alone (Ctrl-C in a terminal reaches them all): it is passed on to them."""
+    if isinstance(interrupt, signals.Terminated):
+        for w in workers:
+            if w.poll() is None:
+                w.terminate()
     codes = []
     for w in workers:
         while True:
             try:
                 code = w.wait()
                 break
-            except KeyboardInterrupt:  # Ctrl-C reaches them too: let them finish their own way
+            except KeyboardInterrupt:  # a second signal: let them finish their own way
                 continue
         if code < 0:
             print(f"worker {w.pid} was killed (signal {-code}); its trial was queued again")
-        elif code not in (0, 130):
+        elif code not in (0, 130, 143):
             codes.append(code)
     return codes
 
@@ -349,10 +428,13 @@ def show(args: argparse.Namespace) -> int:
 
 
 def dashboard(args: argparse.Namespace) -> int:
-    """optuna-dashboard on the study's storage with its weights folder, on 127.0.0.1 by default."""
+    """optuna-dashboard on the study's storage with its weights folder, behind ``search.guard``:
+    on loopback by default; elsewhere read-only unless --allow-writes, then behind a password."""
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 
     import optuna_dashboard
+
+    from .guard import Policy, guard, is_loopback
 
     class Quiet(WSGIRequestHandler):
         def log_message(self, *args) -> None:  # one line per request would bury the URL
@@ -360,20 +442,67 @@ def dashboard(args: argparse.Namespace) -> int:
 
     study = existing_study(args)
     folder = artifacts.artifact_dir(args.storage, args.artifact_dir)
-    app = optuna_dashboard.wsgi(storages.open_storage(args.storage), artifact_store=artifacts.open_store(folder))
+    loopback = is_loopback(args.host)
+    password = None
+    if args.allow_writes and not loopback:
+        password = os.environ.get(PASSWORD_ENV) or secrets.token_urlsafe(18)
+    policy = Policy(loopback=loopback, writes=loopback or args.allow_writes, password=password)
+    app = optuna_dashboard.wsgi(storages.open_storage(args.storage, create=False),
+                                artifact_store=artifacts.open_store(folder))
     try:
-        server = make_server(args.host, args.port, app, handler_class=Quiet)
+        server = make_server(args.host, args.port, guard(app, policy), handler_class=Quiet)
     except OSError as e:
         raise UsageError(f"--host {args.host} --port {args.port}: cannot listen ({e.strerror or e})") from None
-    print(f"optuna-dashboard for study {study.study_name!r} ({args.storage}, weights in {folder}): "
-          f"http://{args.host}:{server.server_port}/dashboard  (Ctrl-C to stop)", flush=True)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"optuna-dashboard for study {study.study_name!r} ({storages.shown(args.storage)}, weights in {folder}): "
+          f"http://{host}:{server.server_port}/dashboard  (Ctrl-C to stop)")
+    if loopback:
+        print("this machine only (requests naming another host are refused); deleting or renaming a study is "
+              "not served")
+    elif password is None:
+        print(f"READ-ONLY: listening on {args.host}, so anyone who reaches this port can read the study but "
+              f"change nothing (--allow-writes serves writes behind a password); deleting or renaming a study "
+              f"is never served")
+    else:
+        said = (f"the password in ${PASSWORD_ENV}" if os.environ.get(PASSWORD_ENV)
+                else f"password {password} (shown once; set ${PASSWORD_ENV} to choose your own)")
+        print(f"WRITES ALLOWED behind a login on {args.host}: user fmnist, {said}; deleting or renaming a study "
+              f"is never served. Over plain HTTP the password crosses the network readable: prefer an SSH "
+              f"tunnel to a dashboard on 127.0.0.1")
+    sys.stdout.flush()
+    return serve_until_stopped(server)
+
+
+def serve_until_stopped(server) -> int:
+    """Serve until Ctrl-C or SIGTERM; the exit status says which. The signal stops the loop from
+    another thread rather than raising: wsgiref's request handler catches every exception, so an
+    interrupt raised while a request is being answered would be swallowed and the server kept."""
+    stopped: list[int] = []
+
+    def stop(signum, _frame) -> None:
+        stopped.append(signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, stop)
     with server:
         server.serve_forever()
+    if stopped:
+        print(f"fmnist-search: dashboard stopped ({signal.Signals(stopped[0]).name})", file=sys.stderr)
+        return 128 + stopped[0]
     return 0
+
+
+PASSWORD_ENV = "FMNIST_DASHBOARD_PASSWORD"
 
 
 def export_best(args: argparse.Namespace) -> int:
     from .export import ExportOptions, check_target, export, select
+    if not args.retrain and (args.retrain_minutes is not None or args.seeds > 1 or args.epochs is not None):
+        given = "--retrain-minutes" if args.retrain_minutes is not None else "--seeds" if args.seeds > 1 else "--epochs"
+        raise UsageError(f"{given}: belongs to the final training; add --retrain")
+    if args.retrain_minutes is not None and args.epochs is not None:
+        raise UsageError("--epochs and --retrain-minutes: give one (epochs by hand, or sized to the minutes)")
     out = args.out or Path("exports") / options.folder_safe(args.study)
     folder = artifacts.artifact_dir(args.storage, args.artifact_dir)
     keep = [folder, *storages.sqlite_files(args.storage)]
@@ -384,8 +513,8 @@ def export_best(args: argparse.Namespace) -> int:
     device = fmnist.pick_device(args.device)
     ds = load_dataset(args)
     print(f"exporting {len(chosen)} model(s) of study {args.study!r} to {out}")
-    export(study, chosen, out, store, ds, ExportOptions(device, args.precision, args.retrain, args.epochs, args.seed),
-           keep=keep)
+    export(study, chosen, out, store, ds, ExportOptions(device, args.precision, args.retrain, args.epochs, args.seed,
+                                                         args.retrain_minutes, args.seeds), keep=keep)
     print(f"done: {out / 'report.html'} and {out / 'report.md'}")
     return 0
 
@@ -396,17 +525,18 @@ def predict(args: argparse.Namespace) -> int:
         raise UsageError("predict: give image files, or --eval for the test set")
     device = fmnist.pick_device(args.device)
     amp = fmnist.pick_precision(device, args.precision)
-    model = load_model(args.model).to(device)
+    model, batch = load_model(args.model, device)
+    model.to(device)
     if args.images:
         names, images = read_inputs(args.images)
-        probs = fmnist.predict(model, images.to(device), amp).softmax(1).cpu()
+        probs = fmnist.predict(model, images.to(device), amp, batch).softmax(1).cpu()
         for name, p in zip(names, probs):
             top = p.topk(min(args.top, len(p)))
             print(f"{name}: " + ", ".join(f"{fmnist.CLASSES[i]} {100 * v:.1f}%"
                                           for v, i in zip(top.values.tolist(), top.indices.tolist())))
     if args.eval:
         test = load_dataset(args).test.to(device)
-        logits = fmnist.predict(model, test.images, amp)
+        logits = fmnist.predict(model, test.images, amp, batch)
         print(f"test accuracy {pct(fmnist.accuracy(logits, test.labels))}, "
               f"top-5 {pct(fmnist.accuracy(logits, test.labels, 5))} on {len(test):,} images")
     return 0

@@ -6,6 +6,14 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 
+def _md_text(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def _md_cell(text: str) -> str:
+    return _md_text(text).replace("|", "\\|").replace("\n", " ")
+
+
 @dataclass
 class Document:
     title: str
@@ -24,19 +32,22 @@ class Document:
         self.blocks.append(("img", path, alt))
 
     def markdown(self) -> str:
-        out = [f"# {self.title}", ""]
+        """Markdown in which text taken from a study (its name, attributes) stays text: HTML in it
+        is escaped, as the HTML page escapes it, and so are a table cell's pipes and line breaks."""
+        e = _md_text
+        out = [f"# {e(self.title)}", ""]
         for block in self.blocks:
             kind = block[0]
             if kind == "h":
-                out += ["#" * block[1] + " " + block[2], ""]
+                out += ["#" * block[1] + " " + e(block[2]), ""]
             elif kind == "p":
-                out += [block[1], ""]
+                out += [e(block[1]), ""]
             elif kind == "table":
                 header, rows = block[1], block[2]
-                out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                out += ["| " + " | ".join(r) + " |" for r in rows] + [""]
+                out += ["| " + " | ".join(map(_md_cell, header)) + " |", "|" + "---|" * len(header)]
+                out += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows] + [""]
             elif kind == "img":
-                out += [f"![{block[2]}]({block[1]})", ""]
+                out += [f"![{_md_cell(block[2]).replace(']', '&#93;')}]({block[1].replace(')', '%29').replace(' ', '%20')})", ""]
         return "\n".join(out)
 
     def html(self) -> str:

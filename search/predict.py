@@ -11,25 +11,41 @@ import torch
 from fmnist import idx
 from fmnist.data import IMAGE_SIZE
 from fmnist.errors import UsageError, first_line
-from space import ModelSpec, build
+from space import ModelSpec, build, param_count
 
 from .artifacts import read_state_dict
+from .run import too_big
 
 
-def load_model(folder: Path) -> torch.nn.Module:
-    """spec.json + weights.pt of an exported model, in eval mode; every fault names the file."""
+# The largest image decoded: a 40-megapixel photo. Larger ones (or a few kB of PNG that claims
+# a huge canvas) are refused before any pixel is decoded.
+MAX_PIXELS = 40_000_000
+
+
+def load_model(folder: Path, device: torch.device) -> tuple[torch.nn.Module, int]:
+    """spec.json + weights.pt of an exported model, in eval mode, and the largest batch (up to
+    2,000 images) that fits in the memory free on ``device``: checked from the spec before anything
+    is built. Every fault names the file."""
     spec_path, weights_path = folder / "spec.json", folder / "weights.pt"
     for path in (spec_path, weights_path):
         if not path.is_file():
             raise UsageError(f"--model {folder}: no {path.name} (expected a folder written by export-best)")
     spec = ModelSpec.from_file(spec_path)
+    big = too_big(spec.arch, 1, device, training=False)
+    if big:
+        raise UsageError(f"{spec_path}: too large to run here: {big}")
+    batch = 2000
+    while batch > 1 and too_big(spec.arch, batch, device, training=False):
+        batch //= 2
     model = build(spec.arch)
+    # float32 weights and batch-norm statistics (at most as many again), and the archive's own bytes
+    most = 8 * param_count(spec.arch) + (1 << 20)
     try:
-        model.load_state_dict(read_state_dict(weights_path))
+        model.load_state_dict(read_state_dict(weights_path, most))
     except RuntimeError as e:
         raise UsageError(f"{weights_path}: weights do not fit {spec_path.name} "
                           f"({first_line(e)})") from None
-    return model.eval()
+    return model.eval(), batch
 
 
 def to_dataset_image(img) -> np.ndarray:
@@ -61,7 +77,11 @@ def read_inputs(paths: Sequence[Path]) -> tuple[list[str], torch.Tensor]:
             arrays.append(images)
             continue
         try:
-            with Image.open(path) as img:
+            with Image.open(path) as img:  # reads the header only
+                if img.width * img.height > MAX_PIXELS:
+                    raise UsageError(f"{path}: {img.width}x{img.height} pixels; images of at most "
+                                     f"{MAX_PIXELS // 1_000_000} megapixels are read")
+                img.draft("L", (8 * IMAGE_SIZE, 8 * IMAGE_SIZE))  # a JPEG decodes at a reduced size
                 img.load()
                 arrays.append(to_dataset_image(img)[None])
         except Image.DecompressionBombError as e:

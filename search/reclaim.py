@@ -73,6 +73,29 @@ def reclaim_orphans(study: optuna.Study, storage: RDBStorage) -> list[int]:
     return reclaimed
 
 
+def release(study: optuna.Study, current: int | None) -> list[int]:
+    """An interrupt (Ctrl-C, SIGTERM) stopped this process: every trial it holds is failed and its
+    configuration queued again, whether it was in training (``current``, which Optuna has already
+    marked FAIL) or only being created or taken from the queue (still RUNNING)."""
+    from .storage import held_trials  # the storage module builds on this one
+
+    storage, released = study._storage, []
+    for trial_id in sorted(held_trials(study)):
+        try:
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                t = storage.get_trial(trial_id)
+                retry(study, t)
+                released.append(t.number)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # it ended meanwhile
+    if current is not None and current not in released:
+        interrupted = study.get_trials(deepcopy=False)[current]
+        if interrupted.state == TrialState.FAIL:
+            retry(study, interrupted)
+            released.append(current)
+    return released
+
+
 def watch_stale(study: optuna.Study, say: Callable[[str], None]) -> threading.Event:
     """While this worker trains, at each of its heartbeats: trials whose worker stopped sending
     heartbeats (another machine's), and those whose process here is gone, are failed and queued

@@ -21,8 +21,9 @@ Trial attributes (absent, never None, where there is no figure: the dashboard so
   history    kept_from (the trial this result was first recorded under: another worker failed it as
              stale while its worker was paused, not dead; ``search.keep``)
 Study attributes: budget (the contract every worker trains under), objectives (what each value
-measures), schema (``SCHEMA_VERSION``); in system attributes: fmnist:weights_folder (the token
-file every worker's --artifact-dir must hold, and where the first worker's folder was).
+measures), schema (``SCHEMA_VERSION``); in system attributes: fmnist:created_by (the marker that
+tells our studies from another tool's), fmnist:weights_folder (the token file every worker's
+--artifact-dir must hold, and where the first worker's folder was).
 """
 from __future__ import annotations
 
@@ -44,11 +45,13 @@ EPOCHS_RUN, IMAGES_SEEN, TRAIN_SECONDS, EVAL_SECONDS = "epochs_run", "images_see
 IMAGES_PER_S, DEVICE, PRECISION, LATENCY_MS = "images_per_s", "device", "precision", "latency_ms"
 WEIGHTS = "weights_artifact"
 KEPT_FROM = "kept_from"
+FINAL_PREFIX = "fmnist:final:"  # a study system attribute per retrained trial: fmnist:final:<number>
 RUNG_PREFIX = "rung_"
 
 # -- study attributes --------------------------------------------------------------------------
 BUDGET, OBJECTIVE_MEANINGS, SCHEMA = "budget", "objectives", "schema"
 WEIGHTS_FOLDER = "fmnist:weights_folder"  # a system attribute
+CREATED_BY = "fmnist:created_by"          # a system attribute, written when the study is created
 
 # The attribute holding each objective's value on a trial (acc is selected on validation accuracy).
 OBJECTIVE_ATTR = {"acc": VAL_ACC, "params": PARAMS, "flops": FLOPS, "latency": LATENCY_MS}
@@ -98,6 +101,40 @@ def set_spec(trial: optuna.Trial, text: str) -> None:
 def is_ours(t: FrozenTrial) -> bool:
     """Written by this tool: it carries the spec and its size (another tool's trials do not)."""
     return spec_text(t) is not None and PARAMS in t.user_attrs and FLOPS in t.user_attrs
+
+
+def keep_final(study: optuna.Study, number: int, figures: dict) -> None:
+    """The final training's figures for trial ``number``, where show and the notes find them (a
+    study attribute: Optuna does not let a finished trial's attributes change)."""
+    study._storage.set_study_system_attr(study._study_id, f"{FINAL_PREFIX}{number}", figures)
+
+
+def finals(study: optuna.Study) -> dict[int, dict]:
+    """The final training's figures of every retrained trial, by trial number."""
+    return {int(k[len(FINAL_PREFIX):]): v for k, v in study_system_attrs(study).items()
+            if k.startswith(FINAL_PREFIX) and k[len(FINAL_PREFIX):].isdigit() and isinstance(v, dict)}
+
+
+def is_our_study(study: optuna.Study) -> bool:
+    """Created by fmnist-search: it carries the marker written at creation, or (a study of a
+    release before the marker) our budget record or a trial of ours. Another tool's study with the
+    same name, directions and metric names has none of these."""
+    if CREATED_BY in study_system_attrs(study):
+        return True
+    budget = study.user_attrs.get(BUDGET)
+    if isinstance(budget, dict) and {"epochs", "train_images", "val_images"} <= budget.keys():
+        return True
+    return any(is_ours(t) for t in study.get_trials(deepcopy=False))
+
+
+def mark_ours(study: optuna.Study) -> None:
+    if CREATED_BY not in study_system_attrs(study):
+        study._storage.set_study_system_attr(study._study_id, CREATED_BY, {"tool": "fmnist-search"})
+
+
+def study_system_attrs(study: optuna.Study) -> dict:
+    # Optuna keeps a study's system attributes behind its storage API only.
+    return study._storage.get_study_system_attrs(study._study_id)
 
 
 def kind(t: FrozenTrial) -> str:

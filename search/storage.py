@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import functools
 import random
+import re
 import time
+import urllib.parse
 from pathlib import Path
 
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage
 
+from optuna.trial import TrialState
+
 from fmnist.errors import UsageError, first_line
 
+from . import signals
 from .reclaim import retry
 
 DEFAULT_STORAGE = "sqlite:///studies/fmnist.db"
+STORAGE_ENV = "FMNIST_STORAGE"  # a URL with a password stays off the command line (and out of ps)
 HEARTBEAT_S = 30
 SCHEMA_ATTEMPTS = 8
 
@@ -66,7 +72,39 @@ def patient(method):
     return call
 
 
-class PatientStorage(RDBStorage):
+class TrackedStorage(RDBStorage):
+    """An RDB storage that knows which trials this process holds: created or taken from the queue
+    as RUNNING, and not ended yet. Both happen inside ``signals.held()``, so that an interrupt
+    never leaves a trial RUNNING that this process does not know it holds."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.held: set[int] = set()
+
+    def _create_new_trial(self, study_id, template_trial=None):
+        with signals.held():
+            trial = super()._create_new_trial(study_id, template_trial)
+            if trial.state == TrialState.RUNNING:
+                self.held.add(trial._trial_id)
+        return trial
+
+    def set_trial_state_values(self, trial_id, state, values=None):
+        with signals.held():
+            changed = super().set_trial_state_values(trial_id, state, values)
+            if state == TrialState.RUNNING and changed:
+                self.held.add(trial_id)
+            elif state.is_finished():
+                self.held.discard(trial_id)
+        return changed
+
+
+def held_trials(study: optuna.Study) -> set[int]:
+    """Ids of the trials this process holds in the study's storage (empty for other storages)."""
+    backend = getattr(study._storage, "_backend", study._storage)  # Optuna may put a cache in front
+    return getattr(backend, "held", set())
+
+
+class PatientStorage(TrackedStorage):
     """An RDB storage on a database server that rides out an outage: each call waits for the
     server to come back (connections are checked before use, so a dead pooled one is replaced).
     The heartbeat goes through it too, so its thread survives; a trial that finished during the
@@ -85,28 +123,112 @@ for _name in ("create_new_study", "delete_study", "set_study_user_attr", "set_st
               "get_all_trials", "get_n_trials", "get_best_trial", "record_heartbeat",
               # and those Optuna's cache in front of an RDB storage calls
               "_get_stale_trial_ids", "_create_new_trial", "_get_best_trial_id", "_get_trials", "_set_trial_param"):
-    setattr(PatientStorage, _name, patient(getattr(RDBStorage, _name)))
+    setattr(PatientStorage, _name, patient(getattr(TrackedStorage, _name)))
 
 
-def open_storage(url: str) -> RDBStorage:
-    """An RDB storage with heartbeats; a bad or unreachable URL is one line naming it."""
-    engine_kwargs, kind = {"pool_pre_ping": True}, PatientStorage  # a server: check connections before use
+def shown(url: str) -> str:
+    """The URL as it may be printed or written: its password replaced by ***."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: hide whatever stands between user: and @
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` with the URL's password (as given, and as SQLAlchemy escapes it) replaced by ***."""
+    secrets = set()
+    try:
+        password = sqlalchemy.engine.make_url(url).password
+        if password:
+            secrets |= {str(password), urllib.parse.quote(str(password), safe="")}
+    except Exception:
+        pass
+    # As typed: up to the first @, and (an @ left unescaped in it) up to the last @ before the host
+    for pattern in (r"://[^:/@]*:([^@]*)@", r"://[^:/@]*:(.*)@[^@/]*(?:/|$)"):
+        found = re.search(pattern, url)
+        if found and found.group(1):
+            secrets |= {found.group(1), urllib.parse.unquote(found.group(1))}
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _cannot_open(url: str, e: BaseException) -> UsageError:
+    return UsageError(f"--storage {shown(url)}: cannot open ({scrub(first_line(e), url)})")
+
+
+# Optuna's own tables (and Alembic's, which stamps their version), and ours (search.claims).
+def _known_tables() -> set[str]:
+    from optuna.storages._rdb import models  # the table names are Optuna's; read, never changed
+    return set(models.BaseModel.metadata.tables) | {"alembic_version", "fmnist_claims"}
+
+
+def tables(url: str) -> set[str]:
+    """The tables the database at ``url`` holds (a SQLite file that does not exist holds none, and
+    is not created)."""
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        return set()
+    try:
+        engine = sqlalchemy.create_engine(url)
+        try:
+            return set(sqlalchemy.inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+    except Exception as e:
+        raise _cannot_open(url, e) from None
+
+
+def has_optuna_tables(found: set[str]) -> bool:
+    return {"studies", "alembic_version"} <= found
+
+
+def check_tables(url: str, found: set[str], create: bool) -> None:
+    """Refuse a database that a study must not be written into, or (``create`` false) read from."""
+    if create and sqlite_path(url) is not None and found - _known_tables():
+        other = sorted(found - _known_tables())
+        raise UsageError(f"--storage {shown(url)}: the database holds tables that are not Optuna's "
+                         f"({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); give studies a "
+                         f"database of their own")
+    if not create and not has_optuna_tables(found):
+        raise UsageError(f"--storage {shown(url)}: holds no Optuna studies (no Optuna tables); nothing "
+                         f"was changed")
+
+
+def check_url(url: str) -> None:
+    """Refuse, before anything is created, a URL that cannot hold a study."""
     if url.startswith("sqlite"):
-        kind = RDBStorage
         path = sqlite_path(url)
         if path is None:
             raise UsageError(f"--storage {url}: an in-memory SQLite database would lose the study when "
-                              f"the process ends; give a file, e.g. {DEFAULT_STORAGE}")
-        if url == DEFAULT_STORAGE:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        elif not path.parent.is_dir():
+                             f"the process ends; give a file, e.g. {DEFAULT_STORAGE}")
+        if url != DEFAULT_STORAGE and not path.parent.is_dir():
             raise UsageError(f"--storage {url}: folder {path.parent} does not exist")
+        if path.exists() and not path.is_file():
+            raise UsageError(f"--storage {url}: {path} is not a file")
+
+
+def open_storage(url: str, create: bool = True) -> RDBStorage:
+    """An RDB storage with heartbeats; a bad or unreachable URL is one line naming it.
+
+    ``create``: make Optuna's tables where the database has none (a search). A SQLite file holding
+    tables of another application is refused: the study would be written among its data. Without
+    ``create`` (show, export-best, the dashboard) nothing is created or migrated: a database
+    without Optuna's tables is refused instead."""
+    check_url(url)
+    check_tables(url, tables(url), create)
+    engine_kwargs, kind = {"pool_pre_ping": True}, PatientStorage  # a server: check connections before use
+    if url.startswith("sqlite"):
+        kind = TrackedStorage
+        if url == DEFAULT_STORAGE:
+            sqlite_path(url).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}  # wait for other workers' writes
     rng = random.Random()  # jitter, so that racing workers do not retry in lockstep
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
             storage = kind(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-                           grace_period=GRACE_S, heartbeat_stale_trial_callback=retry)
+                           grace_period=GRACE_S, heartbeat_stale_trial_callback=retry,
+                           skip_table_creation=not create)
             if url.startswith("sqlite"):
                 _lock_on_begin(storage.engine)
             return storage
@@ -114,9 +236,9 @@ def open_storage(url: str) -> RDBStorage:
             if attempt + 1 < SCHEMA_ATTEMPTS:
                 time.sleep(min(2.0, 0.1 * 2 ** attempt) * (0.5 + rng.random()))
                 continue
-            raise UsageError(f"--storage {url}: cannot open ({first_line(e)})") from None
+            raise _cannot_open(url, e) from None
         except Exception as e:  # sqlalchemy's URL and driver errors, Optuna's version check: cannot open
-            raise UsageError(f"--storage {url}: cannot open ({first_line(e)})") from None
+            raise _cannot_open(url, e) from None
     raise AssertionError("unreachable")
 
 

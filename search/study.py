@@ -20,7 +20,8 @@ from .storage import SCHEMA_ATTEMPTS
 
 def check_study(storage: RDBStorage, name: str, objectives: Sequence[str],
                 sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study | None:
-    """The existing study ``name`` (None if there is none); refuses one with other objectives."""
+    """The existing study ``name`` (None if there is none); refuses one that another tool created
+    or that optimizes other objectives. Reads only."""
     if name not in set(optuna.get_all_study_names(storage)):
         return None
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
@@ -30,6 +31,9 @@ def check_study(storage: RDBStorage, name: str, objectives: Sequence[str],
         time.sleep(0.2)  # a worker that has just created it names the objectives a moment later
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     record.check_schema(name, study.user_attrs)
+    if not record.is_our_study(study):
+        raise UsageError(f"--study {name!r}: a study of that name exists in this storage, but fmnist-search did "
+                         f"not create it; nothing was written to it (use another --study)")
     found = tuple(study.metric_names or ())
     if found != tuple(objectives):
         raise UsageError(
@@ -45,12 +49,14 @@ def open_study(storage: RDBStorage, name: str, objectives: Sequence[str],
     if study is not None:
         if study.user_attrs.get(record.SCHEMA, 1) < record.SCHEMA_VERSION:
             study.set_user_attr(record.SCHEMA, record.SCHEMA_VERSION)  # its new trials are written so
+        record.mark_ours(study)  # a study of an earlier release, recognised by its records
         return study
     try:
         study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
                                     directions=[OBJECTIVES[o][0] for o in objectives])
     except optuna.exceptions.DuplicatedStudyError:  # another worker created it since the check
         return check_study(storage, name, objectives, sampler)
+    record.mark_ours(study)  # before the objectives are named: a worker that sees those sees this
     study.set_metric_names(list(objectives))
     study.set_user_attr(record.SCHEMA, record.SCHEMA_VERSION)
     # For people reading the study (the dashboard shows study attributes): what each value is.
@@ -70,21 +76,40 @@ def load_existing(storage: RDBStorage, name: str) -> optuna.Study:
     return study
 
 
-# What every worker of a study must agree on, with the option that sets it: the budget attribute's
-# key -> the flag a worker gives. Workers that differed would compare trials on other validation
-# images or budgets, and the front would mix them.
-CONTRACT = {"split_seed": "--seed", "val_images": "--val-size", "train_subset": "--train-subset",
-            "epochs": "--epochs"}
+# What every worker of a study must agree on: the budget attribute's key -> the flag that sets it
+# and its value when neither the study nor the command gives one. Workers that differed would
+# compare trials on other validation images or budgets, and the front would mix them.
+CONTRACT = {"split_seed": ("--seed", 0), "val_images": ("--val-size", 10_000),
+            "train_subset": ("--train-subset", None), "epochs": ("--epochs", None), "space": ("--space", "stages")}
+# What a budget written before a key existed meant by its absence.
+BEFORE_THE_KEY = {"train_subset": None, "space": "blocks"}
 
 
-def check_contract(name: str, stored: dict | None, wanted: dict) -> None:
-    """Refuse a worker whose data split or budget differs from the one the study was created with."""
-    for key, flag in CONTRACT.items():
-        if not stored or key not in wanted or wanted[key] is None:
+def resolve_contract(name: str, stored: dict | None, given: dict) -> dict:
+    """The contract this command runs under: for a new study what was given (or the defaults), for
+    an existing one the study's own values. A value given that differs from the study's is
+    refused in one line; one not given is taken from the study."""
+    resolved = {}
+    for key, (flag, default) in CONTRACT.items():
+        mine = given.get(key)
+        if not stored:
+            resolved[key] = default if mine is None else mine
             continue
-        have = stored.get(key, None if key == "train_subset" else wanted[key])  # absent in older studies
-        if have != wanted[key]:
+        have = stored.get(key, BEFORE_THE_KEY.get(key, mine if mine is not None else default))
+        if mine is not None and mine != have:
             said = "not given" if have is None else have
-            raise UsageError(f"{flag} {wanted[key]}: study {name!r} was created with {flag} {said}; every worker "
-                             f"of a study must use the same split and budget (give each worker its own "
-                             f"--worker-id for its own candidates, or use another --study)")
+            raise UsageError(f"{flag} {mine}: study {name!r} was created with {flag} {said}; every worker and "
+                             f"every rerun of a study uses its split and budget (leave {flag} out to take the "
+                             f"study's, or use another --study; give each worker its own --worker-id for its own "
+                             f"candidates)")
+        resolved[key] = have
+    return resolved
+
+
+def describe_contract(contract: dict) -> str:
+    """The contract as the flags that would give it, for the line a rerun prints."""
+    parts = [f"--seed {contract['split_seed']}", f"--val-size {contract['val_images']}"]
+    parts.append(f"--train-subset {contract['train_subset']}" if contract["train_subset"] else "all training images")
+    if contract["epochs"] is not None:
+        parts.append(f"--epochs {contract['epochs']}")
+    return ", ".join(parts + [f"--space {contract['space']}"])

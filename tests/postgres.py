@@ -53,6 +53,9 @@ class Server:
     stop: Callable[[], None]  # as an outage: clients are disconnected, connections refused
     start: Callable[[], None]
     create: Callable[[str], str]  # a new database of that name: its SQLAlchemy URL
+    # a role that must log in with its password over TCP, owning a new database of its own:
+    # (user, password, database) -> the URL without the password
+    password_user: Callable[[str, str, str], str] | None = None
 
 
 @contextmanager
@@ -67,19 +70,35 @@ def server():
                             f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
         start()
         url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}"
+
+        def password_user(user: str, password: str, database: str) -> str:
+            # scram for this role over TCP, checked before the trust lines initdb wrote
+            hba = data / "pg_hba.conf"
+            run("sh", "-c", f"printf 'host all {user} 127.0.0.1/32 scram-sha-256\\n' | cat - {hba} > {hba}.new "
+                            f"&& mv {hba}.new {hba}")
+            run("pg_ctl", "-D", str(data), "reload")
+            sql(url, f"CREATE ROLE {user} LOGIN PASSWORD '{password}'", f'CREATE DATABASE "{database}" OWNER {user}')
+            return f"postgresql+psycopg2://{user}@127.0.0.1:{port}/{database}"
+
         yield Server(url, lambda: run("pg_ctl", "-D", str(data), "-w", "-m", "fast", "stop"), start,
-                     lambda name: create_database(url, name))
+                     lambda name: create_database(url, name), password_user)
     finally:
         subprocess.run([*as_user, "pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def create_database(url: str, name: str) -> str:
+def sql(url: str, *statements: str) -> None:
+    """Statements run as the server's superuser, each on its own (CREATE DATABASE cannot be in a transaction)."""
     import psycopg2
     con = psycopg2.connect(url.replace("postgresql+psycopg2", "postgresql") + "/postgres")
     try:
         con.autocommit = True
-        con.cursor().execute(f'CREATE DATABASE "{name}"')
+        for statement in statements:
+            con.cursor().execute(statement)
     finally:
         con.close()
+
+
+def create_database(url: str, name: str) -> str:
+    sql(url, f'CREATE DATABASE "{name}"')
     return f"{url}/{name}"

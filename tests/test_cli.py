@@ -148,14 +148,16 @@ def test_faults_a_user_can_meet_are_one_line_and_lose_nothing(synth_dir, tmp_pat
         PILImage.MAX_IMAGE_PIXELS = limit
     assert main(["show", "--storage", f"sqlite:///{foreign}", "--study", "other"]) == 0
     assert "not trained by fmnist-search" in capsys.readouterr().out
-    # A search continuing it: its trials stay, ours are added beside them.
+    # A search is refused: another tool's study is not adopted, and nothing is written to it.
+    import optuna
+    before = optuna.load_study(study_name="other", storage=f"sqlite:///{foreign}")
+    attrs = (before.user_attrs, before._storage.get_study_system_attrs(before._study_id), len(before.trials))
     assert main(["search", "--storage", f"sqlite:///{foreign}", "--study", "other", *data, "--val-size", "100",
                  "--epochs", "1", "--trials", "4", "--quiet", "--no-enqueue-seeds", "--no-warm-start",
-                 "--max-flops", "3000000"]) == 0
-    import optuna
-    trials = optuna.load_study(study_name="other", storage=f"sqlite:///{foreign}").trials
-    assert [t.params for t in trials[:3]] == [t.params for t in trials[:3] if "x" in t.params]
-    assert any(record.spec_text(t) for t in trials[3:])
+                 "--max-flops", "3000000"]) == 2
+    assert "fmnist-search did not create it" in _one_error_line(capsys)
+    after = optuna.load_study(study_name="other", storage=f"sqlite:///{foreign}")
+    assert (after.user_attrs, after._storage.get_study_system_attrs(after._study_id), len(after.trials)) == attrs
 
 
 def test_a_model_too_large_for_memory_is_refused_from_its_spec_before_allocating(synth_dir, tmp_path, capsys):

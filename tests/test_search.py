@@ -214,7 +214,7 @@ def test_workers_never_take_the_same_enqueued_trial(tmp_path):
 
 
 def test_a_lost_race_to_create_the_tables_is_retried(tmp_path, monkeypatch):
-    real, calls = storages.RDBStorage, []
+    real, calls = storages.TrackedStorage, []
 
     def lose_first_race(*args, **kwargs):
         calls.append(1)
@@ -222,7 +222,7 @@ def test_a_lost_race_to_create_the_tables_is_retried(tmp_path, monkeypatch):
             raise sqlalchemy.exc.OperationalError("CREATE TABLE studies", {}, "table studies already exists")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(storages, "RDBStorage", lose_first_race)
+    monkeypatch.setattr(storages, "TrackedStorage", lose_first_race)
     storage = storages.open_storage(f"sqlite:///{tmp_path / 'race.db'}")
     assert len(calls) == 2 and optuna.get_all_study_names(storage) == []
 
@@ -257,7 +257,7 @@ def test_a_storage_that_keeps_failing_is_one_line(tmp_path, monkeypatch):
     def always_locked(*args, **kwargs):
         raise sqlalchemy.exc.OperationalError("BEGIN", {}, "database is locked")
 
-    monkeypatch.setattr(storages, "RDBStorage", always_locked)
+    monkeypatch.setattr(storages, "TrackedStorage", always_locked)
     monkeypatch.setattr(storages.time, "sleep", lambda s: None)
     with pytest.raises(storages.UsageError, match="cannot open .*database is locked"):
         storages.open_storage(f"sqlite:///{tmp_path / 'locked.db'}")
