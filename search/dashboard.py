@@ -19,7 +19,7 @@ from space import zoo
 
 from . import record
 from .document import Document
-from .front import dominated_seeds, front, seed_points
+from .front import front, front_rows, seeds_summary
 from .options import OBJECTIVES
 from .table import pct
 
@@ -88,21 +88,10 @@ def study_note(study: optuna.Study, trials: Sequence[FrozenTrial], members: Sequ
     if not members:
         doc.paragraph("No finished trial yet.")
         return doc.markdown()
-    beaten: set[str] = set()
-    rows = []
-    for t in members:
-        a = t.user_attrs
-        seeds = dominated_seeds(a[record.PARAMS], a.get(record.TEST_ACC))
-        beaten.update(seeds)
-        rows.append([str(t.number), a.get(record.PRESET, ""), f"{a[record.PARAMS]:,}",
-                     f"{a[record.FLOPS] / 1e6:.2f}", pct(a.get(record.VAL_ACC)), pct(a.get(record.TEST_ACC)),
-                     str(len(seeds))])
-    doc.table(["trial", "seed", "params", "MFLOPs", "val acc", "test acc", "seeds dominated"], rows)
-    refs = seed_points()
-    missed = [name for name, _, _ in refs if name not in beaten]
-    doc.paragraph(f"Chosen on validation accuracy; test accuracy is only reported. The front dominates "
-                  f"{len(beaten)} of {len(refs)} seed models (no more parameters, higher test accuracy than the "
-                  f"seed reports)" + (f"; not dominated: {', '.join(missed)}." if missed else "."))
+    finals = record.finals(study)
+    doc.table(*front_rows(members, finals))
+    doc.paragraph(f"Chosen on validation accuracy; test accuracy is only reported. "
+                  f"{seeds_summary(members, finals).capitalize()}.")
     return doc.markdown()
 
 

@@ -26,15 +26,19 @@ from fmnist.errors import UsageError
 from fmnist.metrics import classification_report
 from space import ModelSpec, build, flops, param_count, zoo
 
-from . import figures, record
+from . import figures, final, record, signals, written
 from .artifacts import load_weights, read_state_dict
 from .document import Document
 from .table import pct
 from .dashboard import describe_budget, short_name
-from .front import dominated_seeds, front
+from .front import final_figure, front, seed_verdicts
 from .options import OBJECTIVES
 
 TOLERANCE = 1e-3  # max |difference| of logits between PyTorch and the exported files
+
+# onnxruntime's telemetry writes a device id and an event database under ~/.cache when it is
+# loaded; off for this process, before the first import of it (by us or by torch.onnx).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 def select(study: optuna.Study, trials: Sequence[int] = (), max_params: int | None = None,
@@ -46,7 +50,7 @@ def select(study: optuna.Study, trials: Sequence[int] = (), max_params: int | No
         raise UsageError(f"study {study.study_name!r} has no finished trials of fmnist-search to export")
     if trials:
         chosen = []
-        for n in trials:
+        for n in dict.fromkeys(trials):  # --trial 3 --trial 3 exports trial 3 once
             if not 0 <= n < len(all_trials):
                 raise UsageError(f"--trial {n}: no such trial (the study has trials 0-{len(all_trials) - 1})")
             if all_trials[n].state == TrialState.COMPLETE and not record.is_ours(all_trials[n]):
@@ -74,7 +78,8 @@ def select(study: optuna.Study, trials: Sequence[int] = (), max_params: int | No
 
 
 def folder_name(t: FrozenTrial) -> str:
-    return f"trial-{t.number}" + (f"-{t.user_attrs[record.PRESET]}" if record.is_seed(t) else "")
+    preset = t.user_attrs.get(record.PRESET)
+    return f"trial-{t.number}" + (f"-{preset}" if preset in zoo.names() else "")  # a known name: a safe one
 
 
 MARKER = ".fmnist-export"  # written in every export folder: what export-best may replace later
@@ -103,21 +108,15 @@ def check_target(out: Path, keep: Sequence[Path] = ()) -> None:
     if out.is_symlink() or not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder; export-best writes a folder, "
                           f"choose another path")
-    entries = {p.name for p in out.iterdir()}
-    if not entries:
+    if not any(out.iterdir()):
         return
-    if MARKER not in entries:
+    if not (out / MARKER).is_file():
         raise UsageError(f"--out {out}: folder is not empty and was not written by export-best "
                           f"(no {MARKER}); choose a new folder, or empty it yourself")
-    try:
-        written = set(json.loads((out / MARKER).read_text())["entries"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UsageError(f"--out {out}: its {MARKER} is unreadable, so export-best cannot tell what it "
-                          f"wrote there; choose a new folder") from None
-    foreign = sorted(entries - written - {MARKER})
-    if foreign:
-        raise UsageError(f"--out {out}: holds {foreign[0]!r}, which export-best did not write; move it "
-                          f"out or choose a new folder")
+    other = written.foreign(out, MARKER, written.read_manifest(out, MARKER, "--out"))
+    if other is not None:
+        raise UsageError(f"--out {out}: holds {other!r}, which export-best did not write (or which changed "
+                          f"since); move it out or choose a new folder")
 
 
 def _readable_mode() -> int:
@@ -141,16 +140,16 @@ def write_atomically(out: Path, fill: Callable[[Path], None], keep: Sequence[Pat
         raise UsageError(f"--out {out}: cannot write there ({e.strerror or e})") from None
     try:
         fill(tmp)
-        entries = sorted(p.name for p in tmp.iterdir())
-        (tmp / MARKER).write_text(json.dumps({"written_by": "fmnist-search export-best", "entries": entries}))
+        written.write_manifest(tmp, MARKER, "fmnist-search export-best")
         check_target(out, keep)  # nothing may have appeared there while the export was written
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            out.rename(old / out.name)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+        with signals.held():  # an interrupt here must not leave the old export half replaced
+            if out.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+                out.rename(old / out.name)
+                tmp.rename(out)
+                shutil.rmtree(old)
+            else:
+                tmp.rename(out)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise UsageError(f"--out {out}: cannot write there ({e.strerror or e}); nothing was replaced") from None
@@ -197,53 +196,51 @@ def write_model_files(folder: Path, spec: ModelSpec, model: torch.nn.Module, exa
     return diffs
 
 
-def retrain(spec: ModelSpec, ds: fmnist.FashionMNIST, device: torch.device, epochs: int | None, seed: int,
-            precision: str, log: Callable[[str], None] = print) -> tuple[torch.nn.Module, ModelSpec]:
-    """The architecture trained again on all 60k training images with its tuned settings; one
-    line per epoch, since this can take long."""
-    if epochs:
-        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=epochs))
-    data = fmnist.make_splits(ds, val_size=0, seed=seed).to(device)
-    model = build(spec.arch, seed=seed)
-    started = time.monotonic()
-
-    def progress(r: fmnist.Report) -> None:
-        left = (spec.train.epochs - r.epoch) * (time.monotonic() - started) / max(r.epoch, 1e-9)
-        log(f"  epoch {r.epoch:g} of {spec.train.epochs}: train loss {r.train_loss:.4f}, about {left / 60:.0f} min left")
-
-    fmnist.train(model, data, spec.train, seed=seed, precision=precision, evaluate_test=False, on_report=progress)
-    return model, spec
-
-
 @dataclasses.dataclass
 class ExportOptions:
     device: torch.device
     precision: str = "auto"
     retrain: bool = False
-    epochs: int | None = None
+    epochs: int | None = None        # of the final training, for every model
     seed: int = 0
+    minutes: float | None = None     # the final training's time budget, spread over the models
+    seeds: int = 1                   # runs of each architecture in the final training
 
 
 def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds: fmnist.FashionMNIST,
            options: ExportOptions, log: Callable[[str], None] = print, keep: Sequence[Path] = ()) -> list[dict]:
     """Export ``chosen`` into ``out`` (an earlier export there is replaced atomically; anything else
     is refused, see ``check_target``); returns each model's metrics. ``keep``: paths never replaced.
+    With ``options.retrain``, each is first trained again (``search.final``).
     """
     check_target(out, keep)  # before any training or loading: refuse at once
     test = ds.test.to(options.device)
     example = to_input(ds.test.images[:8])
     amp = fmnist.pick_precision(options.device, options.precision)
+    specs = {t.number: ModelSpec.from_json(record.spec_text(t)) for t in chosen}
     # Load every input first: a missing or corrupt weights file stops before anything is written.
     weights = {} if options.retrain else {t.number: load_weights(t, store) for t in chosen}
     results: list[dict] = []
+    if options.retrain:
+        data = fmnist.make_splits(ds, val_size=0, seed=options.seed).to(options.device)
+        schedule = final.plan(chosen, specs, data, options.device, options.precision, options.seed, options.seeds,
+                              options.minutes, options.epochs)
+        for line in final.describe(schedule, {n: s.train.epochs for n, s in specs.items()}, options.minutes):
+            log(line)
+        clock = final.Clock(schedule)
 
     def fill(tmp: Path) -> None:
         for t in chosen:
-            spec = ModelSpec.from_json(record.spec_text(t))
-            before = t.user_attrs.get(record.TEST_ACC)
+            spec = specs[t.number]
+            figures_final = None
             if options.retrain:
-                log(f"trial {t.number}: retraining on all {len(ds.train):,} training images ...")
-                model, spec = retrain(spec, ds, options.device, options.epochs, options.seed, options.precision, log)
+                model, spec, accs = final.train_final(
+                    folder_name(t), spec, data, test, schedule.epochs[t.number], schedule.seeds, options.precision,
+                    clock, log)
+                figures_final = {"epochs": spec.train.epochs, "train_images": schedule.train_images,
+                                 "seeds": list(schedule.seeds), "exported_seed": schedule.seeds[0],
+                                 **final.summary(accs)}
+                record.keep_final(study, t.number, figures_final)
             else:
                 model = build(spec.arch)
                 model.load_state_dict(weights[t.number])
@@ -251,28 +248,35 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
             report = classification_report(fmnist.predict(model, test.images, amp), test.labels)
             folder = tmp / folder_name(t)
             checks = write_model_files(folder, spec, model, example)
+            spread = figures_final["std"] if figures_final else None
             metrics = {
                 "trial": t.number, "preset": t.user_attrs.get(record.PRESET), "params": param_count(spec.arch),
                 "flops": flops(spec.arch), "val_acc": t.user_attrs.get(record.VAL_ACC),
                 "test_acc": report["accuracy"], "test_top5": report["top5"],
-                "retrained": {"epochs": spec.train.epochs, "test_acc_before": before,
+                "search": {"val_acc": t.user_attrs.get(record.VAL_ACC), "test_acc": t.user_attrs.get(record.TEST_ACC),
+                           "epochs": t.user_attrs.get(record.EPOCHS_RUN)},
+                "final": figures_final,
+                "retrained": {"epochs": spec.train.epochs, "test_acc_before": t.user_attrs.get(record.TEST_ACC),
                               "test_acc_after": report["accuracy"]} if options.retrain else None,
                 "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],
                 "curve": t.user_attrs.get(record.CURVE, []),
-                "seeds_dominated": dominated_seeds(param_count(spec.arch), report["accuracy"]), **checks,
+                **seed_verdicts(param_count(spec.arch), figures_final["mean"] if figures_final else report["accuracy"],
+                                spread),
+                **checks,
             }
             (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
             figures.confusion_plot(folder / "confusion.png", report["confusion_matrix"],
                                    f"{folder.name}: test confusion matrix")
             results.append(metrics)
+            before = t.user_attrs.get(record.TEST_ACC)
             log(f"{folder.name}: {metrics['params']:,} params, test {pct(report['accuracy'])}"
-                + (f" (before retraining {pct(before)})" if options.retrain and before is not None else "")
+                + (f" (search {pct(before)}; {len(schedule.seeds)} seeds: {final_figure(figures_final)})"
+                   if options.retrain else "")
                 + f"; its .pt2, ONNX and TorchScript files match PyTorch within {max(checks.values()):.1e}")
         write_report(tmp, study, chosen, results)
 
     write_atomically(out, fill, keep)
     return results
-
 
 
 def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], results: list[dict]) -> None:
@@ -296,28 +300,47 @@ def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], r
                   f"rung (pruned) are not shown; a seed model trained here appears as a trial, its star is the "
                   f"figure its project reports.")
     doc.heading("Seed models")
-    doc.table(["label", "preset", "seed's model", "params", "reported accuracy", "measured on", "dominated by"],
+    doc.table(["label", "preset", "seed's model", "params", "reported accuracy", "measured on", "dominated by",
+               "tied with"],
               [[short_name(p.name), p.name, p.seed_model, f"{p.reported_params or p.params:,}",
                 f"{p.reported_acc:.2f}%", p.reported_split,
-                ", ".join(folder_name(t) for t, m in zip(chosen, results) if p.name in m["seeds_dominated"]) or "-"]
+                ", ".join(folder_name(t) for t, m in zip(chosen, results) if p.name in m["seeds_dominated"]) or "-",
+                ", ".join(folder_name(t) for t, m in zip(chosen, results) if p.name in m["seeds_tied"]) or "-"]
                for p in zoo.PRESETS if p.reported_acc is not None])
     doc.paragraph("A filled star is a test accuracy, a hollow one a validation accuracy (not comparable "
                   "with test accuracy in the strict sense; the seeds give no test figure for these).")
     doc.image("curves.png", "learning curves of the exported models on one validation-accuracy axis")
     doc.heading("Exported models")
-    doc.table(["model", "params", "MFLOPs", "val acc", "test acc", "top-5", "seed models dominated"],
-              [[folder_name(t), f"{m['params']:,}", f"{m['flops'] / 1e6:.2f}", pct(m["val_acc"]),
-                pct(m["test_acc"]), pct(m["test_top5"]), ", ".join(m["seeds_dominated"]) or "none"]
+    retrained = any(m["final"] for m in results)
+    doc.table(["model", "params", "MFLOPs", "search: val acc", "search: test acc",
+               *(["final: test acc of the exported run", "final: mean ± spread over seeds"] if retrained else []),
+               "top-5", "seed models dominated", "tied with"],
+              [[folder_name(t), f"{m['params']:,}", f"{m['flops'] / 1e6:.2f}", pct(m["search"]["val_acc"]),
+                pct(m["search"]["test_acc"]),
+                *([pct(m["test_acc"]), final_figure(m["final"])] if retrained else []),
+                pct(m["test_top5"]), ", ".join(m["seeds_dominated"]) or "none", ", ".join(m["seeds_tied"]) or "-"]
                for t, m in zip(chosen, results)])
-    doc.paragraph("A model dominates a seed model when it has no more parameters than the seed reports "
-                  "and a higher test accuracy than the seed's reported accuracy.")
+    if retrained:
+        f = next(m["final"] for m in results if m["final"])
+        doc.paragraph(f"Final training: each architecture trained again from scratch on all {f['train_images']:,} "
+                      f"training images (the validation split included: selection was over), "
+                      f"{len(f['seeds'])} run(s) with seeds {', '.join(map(str, f['seeds']))}. The exported model "
+                      f"is the run of seed {f['exported_seed']}, chosen before training (not by its test accuracy); "
+                      f"the spread is the standard deviation of the runs' test accuracy. The search's figures "
+                      f"are the search's own training of the same architecture.")
+    doc.paragraph("A model dominates a seed model when it has no more parameters than the seed reports and a "
+                  "higher test accuracy (the final mean where retrained) than the seed's reported accuracy, by "
+                  "more than the model's spread over seeds; within the spread they tie. With one run no spread "
+                  "is measured, and any margin counts.")
     for t, m in zip(chosen, results):
         name = folder_name(t)
         doc.heading(name)
         line = f"{m['params']:,} parameters; validation {pct(m['val_acc'])}, test {pct(m['test_acc'])}"
-        if m["retrained"]:
-            line += (f"; retrained on all training images for {m['retrained']['epochs']} epochs "
-                     f"(test before {pct(m['retrained']['test_acc_before'])})")
+        if m["final"]:
+            line += (f" (the run of seed {m['final']['exported_seed']}); final training of "
+                     f"{m['final']['epochs']} epochs, all seeds {final_figure(m['final'])}, each "
+                     f"{', '.join(pct(a) for a in m['final']['test_acc'])}; the search's own run "
+                     f"{pct(m['search']['test_acc'])}")
         doc.paragraph(line + ".")
         doc.table(["class", "precision", "recall"],
                   [[c, pct(v["precision"]), pct(v["recall"])] for c, v in m["per_class"].items()])

@@ -20,10 +20,20 @@ rung:
 - too few peers at a rung (fewer than ``min_trials``): the decision falls back to the highest rung
   below with enough of them, keeping 1/factor per rung in between (the best 1/9 two rungs down).
   One worker decides in line, so without this its first few trials would all run to the top;
+- cost-aware, against the finished trials: a trial is also pruned, its place at the rung
+  notwithstanding, when a finished trial no larger already reached more than this trial can
+  still reach by the top rung: its accuracy here plus the gain that finished trials typically
+  made from this rung on (their upper quartile), plus ``margin``. A large model that learns fast
+  early is on every rung's front, yet training it to the top buys a point that a smaller finished
+  one already holds; this stops it once that is clear;
 - at the first rung, a curve still at chance is pruned whatever the others did;
 - with a deadline, a trial that cannot reach the top rung before it stops at its next rung.
 
-Seed presets go through the same rungs as every candidate: they are warm starts, not a toll.
+Seed presets go through the same rungs as every candidate, judged by what their own project
+reported rather than by how fast they start: a seed continues while no finished trial with no
+more parameters has reached the accuracy its project reports, and stops at its next rung once one
+has (a design its own seed trains to 93.6% is not thrown away at 1/80 of its budget for starting
+slowly, nor trained on once it is beaten).
 """
 from __future__ import annotations
 
@@ -101,6 +111,15 @@ def decide(me: Entry, others: list[Entry], factor: int, min_trials: int, margin:
     return (f"Pareto rank {mine} ({position + 1}th of {n} at the rung; the best {keep} continue)")
 
 
+CATCH_UP_QUANTILE = 0.75  # of the gains finished trials made from a rung to the top
+MIN_FINISHED = 3          # finished trials that passed a rung before its gains are trusted
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 class ParetoPruner:
     def __init__(self, study: optuna.Study, factor: int = 3, min_trials: int = 5, margin: float | None = 0.01,
                  costs: tuple[str, ...] = ("params",), chance: float = 0.1, chance_margin: float = 0.05):
@@ -114,6 +133,38 @@ class ParetoPruner:
                 for t in self.study.get_trials(deepcopy=False,
                                                states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
                 if key in t.user_attrs and t.number != exclude and all(c in t.user_attrs for c in self.costs)]
+
+    def finished(self) -> list[tuple[tuple[int, ...], float, dict[int, float]]]:
+        """(costs, final validation accuracy, accuracy at each rung) of every finished trial."""
+        return [(tuple(t.user_attrs[c] for c in self.costs), t.user_attrs[record.VAL_ACC], record.rungs_of(t))
+                for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if record.VAL_ACC in t.user_attrs and all(c in t.user_attrs for c in self.costs)]
+
+    def cannot_catch_up(self, costs: tuple[int, ...], acc: float, rung: int) -> str | None:
+        """Why a trial at ``acc`` on ``rung`` cannot end above a finished trial no larger (None: it may)."""
+        done = self.finished()
+        gains = [final - at[rung] for _, final, at in done if rung in at]
+        if len(gains) < MIN_FINISHED:
+            return None
+        reach = acc + max(0.0, quantile(gains, CATCH_UP_QUANTILE)) + (self.margin or 0.0)
+        better = [(c, final) for c, final, _ in done if all(x <= y for x, y in zip(c, costs)) and final >= reach]
+        if not better:
+            return None
+        c, final = max(better, key=lambda b: b[1])
+        return (f"a finished trial no larger ({_size(Entry(0, c, 0), self.costs)}) reached {100 * final:.1f}%; "
+                f"this one, at {100 * acc:.1f}% here, would end near {100 * (reach - (self.margin or 0)):.1f}% "
+                f"(finished trials gained up to {100 * quantile(gains, CATCH_UP_QUANTILE):.1f} points from this "
+                f"rung, 3 in 4 of {len(gains)})")
+
+    def beaten_seed(self, costs: tuple[int, ...], reported: float) -> str | None:
+        """Why a seed model stops: a finished trial no larger reached what its project reports."""
+        better = [(c, final) for c, final, _ in self.finished()
+                  if all(x <= y for x, y in zip(c, costs)) and final > reported]
+        if not better:
+            return None
+        c, final = max(better, key=lambda b: b[1])
+        return (f"a finished trial no larger ({_size(Entry(0, c, 0), self.costs)}) reached {100 * final:.2f}% "
+                f"validation accuracy, above the {100 * reported:.2f}% this seed's project reports")
 
     def judge(self, number: int, costs: tuple[int, ...], mine: dict[int, float], rungs: list[int],
               index: int) -> str | None:
@@ -134,11 +185,12 @@ class ParetoPruner:
         return None
 
     def hook(self, trial: optuna.Trial, sizes: dict[str, int], rungs: list[int], budget: int,
-             deadline: float | None = None) -> Callable[[fmnist.Report], str | None]:
+             deadline: float | None = None, reported: float | None = None) -> Callable[[fmnist.Report], str | None]:
         """The trainer's on_report: records each rung passed and returns a reason to stop, if any.
 
         ``sizes`` holds the trial's value of each cost (params, FLOPs), known from its spec;
-        ``budget`` is the top rung; ``deadline`` a time.monotonic() by which training must end."""
+        ``budget`` is the top rung; ``deadline`` a time.monotonic() by which training must end;
+        ``reported``: a seed model's accuracy as its project reports it (judged by that instead)."""
         costs = tuple(sizes[c] for c in self.costs)
         mine: dict[int, float] = {}
         started = time.monotonic()
@@ -150,8 +202,11 @@ class ParetoPruner:
                 trial.set_user_attr(record.rung_key(rung), report.val_acc)
                 if rung == rungs[0] and report.val_acc < self.at_chance:
                     reason = f"still at chance ({100 * report.val_acc:.1f}% validation accuracy)"
+                elif reported is not None:
+                    reason = self.beaten_seed(costs, reported)
                 else:
-                    reason = self.judge(trial.number, costs, mine, rungs, rungs.index(rung))
+                    reason = (self.judge(trial.number, costs, mine, rungs, rungs.index(rung))
+                              or self.cannot_catch_up(costs, report.val_acc, rung))
                 if reason:
                     trial.set_user_attr(record.PRUNED_RUNG, rung)
                     return f"at rung {rung:,} images: {reason}"

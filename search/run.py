@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import fmnist
 from fmnist.errors import SpecError
-from space import ModelSpec, build, flops, param_count, summary, training_bytes, zoo
+from space import ModelSpec, build, flops, inference_bytes, param_count, summary, training_bytes, zoo
 from space.sample import WARM_STARTS, fixed, sample
 
 from . import claims, dashboard, keep, reclaim, record
@@ -42,7 +42,11 @@ class Profile:
                 f"{n_val:,} validation images for selection")
 
 
-PROFILES = {"cuda": Profile("gpu", 20, None), "cpu": Profile("cpu", 10, 30_000_000)}
+# Without --timeout, a CPU skips candidates above 64 MFLOPs (ResNet-style nets of 16-32-64 channels
+# and three blocks a stage fit); with one, a candidate is skipped when its top-rung training alone
+# would take more than TOP_SECONDS_SHARE of it (estimated from its FLOPs and the measured rate).
+PROFILES = {"cuda": Profile("gpu", 20, None), "cpu": Profile("cpu", 10, 64_000_000)}
+TOP_SECONDS_SHARE = 1 / 4
 MAX_EPOCHS = {"cuda": 40, "cpu": 15}
 # With --timeout, one top-rung training of the reference net takes about this fraction of it:
 # the ladder below the top costs about as much again per rung, and the front wants several models.
@@ -60,9 +64,19 @@ def pick_profile(device: torch.device, epochs: int | None = None, timeout: float
     return dataclasses.replace(base, epochs=epochs or base.epochs)
 
 
-def reference_rate(data: fmnist.Splits, precision: str, seed: int = 0, steps: int = 24) -> float:
+def reference_arch():
+    """The mid-sized net of the stages space whose training speed sizes budgets."""
+    return fixed(WARM_STARTS[3]).arch
+
+
+def reference_rate(data: fmnist.Splits, precision: str, seed: int = 0) -> float:
     """Training images/s of a mid-sized net of the stages space on this device, briefly measured."""
-    spec = fixed(WARM_STARTS[3])
+    return measure_rate(fixed(WARM_STARTS[3]), data, precision, seed)
+
+
+def measure_rate(spec: ModelSpec, data: fmnist.Splits, precision: str, seed: int = 0, steps: int = 24) -> float:
+    """Training images/s of ``spec`` on the device ``data`` is on, briefly measured (a second run,
+    after one that chooses kernels and fills caches)."""
     bs = min(spec.train.batch_size, len(data.train))
     n = min(len(data.train), bs * steps)
     no_val = fmnist.Split(data.val.images[:0], data.val.labels[:0])  # training speed alone
@@ -84,6 +98,8 @@ class SearchConfig:
     max_params: int | None = None
     max_flops: int | None = None
     profile_max_flops: int | None = None  # the device profile's cap; --max-flops replaces it
+    flop_rate: float | None = None        # forward FLOPs x training images per second, measured here
+    max_top_seconds: float | None = None  # skip a candidate whose top-rung training would take longer
     timeout: float | None = None
     seed: int = 0
     precision: str = "auto"
@@ -125,12 +141,14 @@ def enqueue_warm_starts(study: optuna.Study) -> int:
 MEMORY_SHARE = 0.8  # of the memory free now: the rest is left to the data set, the allocator and the system
 
 
-def too_big(arch, batch_size: int, device: torch.device) -> str | None:
-    """Why training ``arch`` would not fit in memory here (from the spec, before allocating)."""
-    need, free = training_bytes(arch, batch_size), fmnist.available_memory(device)
+def too_big(arch, batch_size: int, device: torch.device, training: bool = True) -> str | None:
+    """Why training (or ``training`` false: running) ``arch`` would not fit in memory here, from
+    the spec, before allocating."""
+    need = (training_bytes if training else inference_bytes)(arch, batch_size)
+    free = fmnist.available_memory(device)
     if free is None or need <= MEMORY_SHARE * free:
         return None
-    return (f"needs about {need / 2**30:.1f} GiB to train at batch {batch_size} "
+    return (f"needs about {need / 2**30:.1f} GiB to {'train' if training else 'run'} at batch {batch_size} "
             f"(estimated from the spec), {free / 2**30:.1f} GiB free on {device}")
 
 
@@ -252,7 +270,14 @@ class Search:
             # A seed skipped here loses nothing: the front is compared with its reported figures.
             self.skip(trial, f"over the profile's {cfg.profile_max_flops / 1e6:g} MFLOPs "
                              f"({n_flops / 1e6:.1f}; --max-flops to change)")
-        big = too_big(arch, min(spec.train.batch_size, len(self.data.train)), self.data.train.images.device)
+        bs = min(spec.train.batch_size, len(self.data.train))
+        budget = len(self.data.train) // bs * bs * spec.train.epochs  # the top rung: images at the end
+        if cfg.max_flops is None and cfg.max_top_seconds and cfg.flop_rate:
+            top = budget * n_flops / cfg.flop_rate
+            if top > cfg.max_top_seconds:
+                self.skip(trial, f"its top-rung training would take about {top / 60:.0f} min here, over "
+                                 f"{cfg.max_top_seconds / 60:.0f} min (a quarter of --timeout; --max-flops to change)")
+        big = too_big(arch, bs, self.data.train.images.device)
         if big:
             self.skip(trial, f"too large for this machine: {big}")
         dup = self.duplicate_of(spec_json, trial.number)
@@ -262,9 +287,10 @@ class Search:
             self.skip(trial, f"duplicate of trial {dup}")
 
         model = build(arch, seed=cfg.seed)
-        bs = min(spec.train.batch_size, len(self.data.train))
-        budget = len(self.data.train) // bs * bs * spec.train.epochs  # the top rung: images at the end
-        hook = (self.pruner.hook(trial, sizes, self.rungs, budget, self.deadline) if self.pruner else None)
+        preset = zoo.preset(trial.user_attrs[record.PRESET]) if record.PRESET in trial.user_attrs else None
+        reported = preset.reported_acc / 100 if preset and preset.reported_acc is not None else None
+        hook = (self.pruner.hook(trial, sizes, self.rungs, budget, self.deadline, reported)
+                if self.pruner else None)
         self.progress.trial_started(trial.number)
         result = fmnist.train(model, self.data, spec.train, seed=cfg.seed, precision=cfg.precision,
                               compile=cfg.compile, checkpoints=self.rung_val if hook else {},
@@ -359,11 +385,8 @@ class Search:
                     if self.kept is None or not self.kept.was_failed_under_us():
                         raise
                     self.after_lost_trial()
-        except KeyboardInterrupt:
-            if self.current is not None:  # Optuna has marked it FAIL: queue its configuration again
-                interrupted = self.study.get_trials(deepcopy=False)[self.current]
-                if interrupted.state == TrialState.FAIL:
-                    reclaim.retry(self.study, interrupted)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (search.signals): one path for both
+            reclaim.release(self.study, self.current)
             raise
         finally:
             if watch is not None:

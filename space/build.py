@@ -1,13 +1,30 @@
-"""spec -> nn.Module. Deterministic: the same spec and seed give the same weights."""
+"""spec -> nn.Module. Deterministic: the same spec and seed give the same weights.
+
+A network without residual spans is one flat ``nn.Sequential`` (the layout of every weights file
+written before residual spans existed). A residual span becomes one ``Residual`` module in that
+sequence, holding the span's layers up to the join and its shortcut; what follows the join in its
+last block (activation, pool, dropout) stays in the outer sequence.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .spec import ArchSpec, feature_shapes
+from .spec import ArchSpec, ConvBlock, Shortcut, feature_shapes, shortcuts
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "elu": nn.ELU}
 _POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
+
+class Residual(nn.Module):
+    """``body(x) + shortcut(x)``: the shortcut is the identity, or a pool and a 1x1 projection."""
+
+    def __init__(self, body: nn.Sequential, shortcut: nn.Module):
+        super().__init__()
+        self.body, self.shortcut = body, shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.shortcut(x)
 
 
 def _norm_act(bn: str, norm: nn.Module, activation: str) -> list[nn.Module]:
@@ -16,10 +33,38 @@ def _norm_act(bn: str, norm: nn.Module, activation: str) -> list[nn.Module]:
 
 
 def build(arch: ArchSpec, seed: int = 0) -> nn.Sequential:
-    """The network as one flat nn.Sequential, initialised from ``seed`` without touching global RNG."""
+    """The network as an nn.Sequential, initialised from ``seed`` without touching global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _build(arch)
+
+
+def _block(block: ConvBlock, cin: int) -> tuple[list[nn.Module], list[nn.Module]]:
+    """A conv block's layers up to its join point (a residual span's sum comes right before the
+    activation) and those after it."""
+    layers: list[nn.Module] = []
+    if block.reduce:
+        layers += [nn.Conv2d(cin, block.reduce, 1), _ACTIVATIONS[block.activation]()]
+        cin = block.reduce
+    layers.append(nn.Conv2d(cin, block.filters, block.kernel, padding=block.padding))
+    after = _norm_act(block.bn, nn.BatchNorm2d(block.filters), block.activation)
+    if block.bn == "before":
+        layers.append(after.pop(0))
+    if block.pool != "none":
+        after.append(_POOLS[block.pool](2))
+    if block.dropout:
+        after.append(nn.Dropout(block.dropout))
+    return layers, after
+
+
+def _shortcut(span: Shortcut, block: ConvBlock) -> nn.Module:
+    if not span.project:
+        return nn.Identity()
+    layers: list[nn.Module] = [nn.AvgPool2d(span.pool)] if span.pool > 1 else []
+    layers.append(nn.Conv2d(span.channels, block.filters, 1))
+    if block.bn != "off":
+        layers.append(nn.BatchNorm2d(block.filters))
+    return nn.Sequential(*layers)
 
 
 def _build(arch: ArchSpec) -> nn.Sequential:
@@ -29,16 +74,21 @@ def _build(arch: ArchSpec) -> nn.Sequential:
     if arch.input_bn:
         layers.append(nn.BatchNorm2d(1))
     shapes = feature_shapes(arch)
-    for block, (cin, _side) in zip(arch.convs, shapes):
-        if block.reduce:
-            layers += [nn.Conv2d(cin, block.reduce, 1), _ACTIVATIONS[block.activation]()]
-            cin = block.reduce
-        layers.append(nn.Conv2d(cin, block.filters, block.kernel, padding=block.padding))
-        layers += _norm_act(block.bn, nn.BatchNorm2d(block.filters), block.activation)
-        if block.pool != "none":
-            layers.append(_POOLS[block.pool](2))
-        if block.dropout:
-            layers.append(nn.Dropout(block.dropout))
+    spans = shortcuts(arch)
+    starts = {s.first: s for s in spans.values()}
+    span_layers: list[nn.Module] | None = None  # the open residual span's body
+    for i, (block, (cin, _side)) in enumerate(zip(arch.convs, shapes)):
+        if i in starts:
+            span_layers = []
+        before, after = _block(block, cin)
+        if span_layers is None:
+            layers += before + after
+        elif i in spans:
+            layers.append(Residual(nn.Sequential(*span_layers, *before), _shortcut(spans[i], block)))
+            layers += after
+            span_layers = None
+        else:
+            span_layers += before + after
     channels, side = shapes[-1]
     if arch.head == "gap":
         layers.append(nn.AdaptiveAvgPool2d(1))

@@ -6,15 +6,16 @@ and pooling are left out: they fold into the convs at inference or cost next to 
 """
 from __future__ import annotations
 
-from .spec import ArchSpec, conv_out, feature_shapes
+from .spec import ArchSpec, conv_out, feature_shapes, shortcuts
 
 
 def _layers(arch: ArchSpec):
     """(weights, macs) of each layer with parameters; batch norm as (2 x channels, 0)."""
     shapes = feature_shapes(arch)
+    spans = shortcuts(arch)
     if arch.input_bn:
         yield 2, 0
-    for block, (cin, side) in zip(arch.convs, shapes):
+    for i, (block, (cin, side)) in enumerate(zip(arch.convs, shapes)):
         if block.reduce:
             yield cin * block.reduce + block.reduce, cin * block.reduce * side * side
             cin = block.reduce
@@ -23,6 +24,11 @@ def _layers(arch: ArchSpec):
         yield cin * block.filters * k2 + block.filters, cin * block.filters * k2 * out_side * out_side
         if block.bn != "off":
             yield 2 * block.filters, 0
+        span = spans.get(i)
+        if span is not None and span.project:  # 1x1 conv (+ batch norm) on the pooled shortcut
+            yield span.channels * block.filters + block.filters, span.channels * block.filters * out_side * out_side
+            if block.bn != "off":
+                yield 2 * block.filters, 0
     channels, side = shapes[-1]
     width = channels if arch.head == "gap" else channels * side * side
     for layer in arch.dense:
@@ -46,12 +52,15 @@ def activations(arch: ArchSpec) -> int:
     """Activation values one image keeps for the backward pass: the output of every conv, norm,
     activation, pool and linear layer (an upper bound: some are freed or fused)."""
     shapes = feature_shapes(arch)
+    spans = shortcuts(arch)
     total = shapes[0][0] * shapes[0][1] ** 2
-    for block, (cin, side) in zip(arch.convs, shapes):
+    for i, (block, (cin, side)) in enumerate(zip(arch.convs, shapes)):
         if block.reduce:
             total += 2 * block.reduce * side * side  # conv, activation
         out_side = conv_out(side, block)
         total += (2 + (block.bn != "off") + bool(block.dropout)) * block.filters * out_side * out_side
+        if i in spans:  # the sum, and the projection's pool, conv and norm
+            total += (1 + 3 * spans[i].project) * block.filters * out_side * out_side
         if block.pool != "none":
             total += block.filters * (out_side // 2) ** 2
     for layer in arch.dense:
@@ -64,3 +73,9 @@ def training_bytes(arch: ArchSpec, batch_size: int) -> int:
     gradients and two optimizer moments (4 copies of the parameters), and the activations of a
     batch kept for the backward pass, with their gradients (twice)."""
     return 4 * (4 * param_count(arch) + 2 * batch_size * activations(arch))
+
+
+def inference_bytes(arch: ArchSpec, batch_size: int) -> int:
+    """Memory to run ``arch`` on a batch in fp32, from the spec: the weights, and a batch's
+    activations (an upper bound: without gradients most are freed as the forward pass goes)."""
+    return 4 * (param_count(arch) + batch_size * activations(arch))

@@ -6,9 +6,12 @@ name, so every choice list is fixed whatever came before; conditional parameters
 they mean something (block ``i``'s only in nets of more than ``i`` blocks).
 
 - ``stages`` (the default): the designs that work on this data, with few knobs for the sampler to
-  learn: 1-3 stages of 1-2 'same'-padded convs ending in a 2x2 pool, channels widening from stage
-  to stage, an optional 1x1 reduction entering stages 2-3, batch norm, a GAP or flatten head and
-  at most one small dense layer. Three pools on 28x28 leave 3x3, so every sample is valid.
+  learn: 1-3 stages of 'same'-padded convs ending in a 2x2 pool, channels widening from stage to
+  stage, an optional 1x1 reduction entering stages 2-3, batch norm, a GAP or flatten head and at
+  most one small dense layer. A stage is plain (1-2 convs) or residual (a stem conv first, then
+  1-3 ResNet basic blocks a stage: two convs and a skip, a 1x1 projection where the width
+  changes). Three pools on 28x28 leave 3x3, so every sample is valid. Training: AdamW or SGD,
+  shifts, flips, random erasing and label smoothing.
 - ``blocks``: the earlier per-block space (1-5 blocks, each with its own filters, kernel,
   padding, reduction, pooling and dropout; 0-2 dense layers). A block that would shrink the
   feature map to nothing gets 'same' padding and no pooling instead, so it is valid too.
@@ -26,9 +29,11 @@ from .spec import ArchSpec, ConvBlock, DenseLayer, ModelSpec
 SPACES = ("stages", "blocks")
 
 # stages
-WIDTHS = (8, 12, 16, 24, 32, 48)
+WIDTHS = (8, 12, 16, 24, 32, 48, 64)
 WIDEN = (1.0, 1.5, 2.0)
 DENSE_UNITS = (0, 32, 64, 128)
+MAX_BLOCKS = 3  # residual blocks per stage
+ERASE = (0.0, 0.25, 0.5)
 
 # blocks
 MAX_CONVS = 5
@@ -56,23 +61,30 @@ def _stages(trial: Any) -> ArchSpec:
     n_stages = trial.suggest_int("stages", 1, 3)
     width = trial.suggest_categorical("width", WIDTHS)
     widen = trial.suggest_categorical("widen", WIDEN)
-    depth = trial.suggest_int("depth", 1, 2)
-    kernel = trial.suggest_categorical("kernel", [3, 5])  # the first stage only: 28x28 is where it pays
+    residual = trial.suggest_categorical("residual", [False, True])
+    # plain: 1-2 convs a stage; residual: a stem conv, then 1-3 basic blocks (2 convs and a skip) a stage
+    depth = trial.suggest_int("blocks", 1, MAX_BLOCKS) if residual else trial.suggest_int("depth", 1, 2)
+    kernel = trial.suggest_categorical("kernel", [3, 5])  # the first conv only: 28x28 is where it pays
     bn = trial.suggest_categorical("bn", ["before", "after", "off"])
     activation = trial.suggest_categorical("activation", ["relu", "silu", "gelu"])
     pool = trial.suggest_categorical("pool", ["max", "avg"])
     reduce = trial.suggest_categorical("reduce", [0.0, 0.5]) if n_stages > 1 else 0.0
     dropout = trial.suggest_float("dropout", 0.0, 0.3, step=0.1)
-    convs, channels = [], 1
+    convs: list[ConvBlock] = []
+    channels = 1
+    if residual:  # the stem: the blocks of the first stage then add identities
+        convs.append(ConvBlock(width, kernel, bn=bn, activation=activation))
+        channels = width
     for s in range(n_stages):
         filters = width if s == 0 else _round4(width * widen ** s)
-        for d in range(depth):
-            first, last = d == 0, d == depth - 1
+        layers = 2 * depth if residual else depth
+        for d in range(layers):
+            first, last = d == 0, d == layers - 1
             convs.append(ConvBlock(
-                filters=filters, kernel=kernel if s == 0 else 3, padding="same",
+                filters=filters, kernel=kernel if s == 0 and not residual else 3, padding="same",
                 reduce=_round4(channels * reduce) if first and s > 0 and reduce else 0,
                 bn=bn, activation=activation, pool=pool if last else "none",
-                dropout=dropout if last else 0.0))
+                dropout=dropout if last else 0.0, skip=2 if residual and d % 2 else 0))
             channels = filters
     head = trial.suggest_categorical("head", ["gap", "flatten"])
     units = trial.suggest_categorical("dense_units", DENSE_UNITS)
@@ -113,8 +125,8 @@ def _training(trial: Any, epochs: int, batch_sizes: tuple[int, ...], affine: boo
         a = trial.suggest_float("aug_affine", 0.0, 1.0, step=0.25)
         extra = {"rotate": 10.0 * a, "zoom": 0.1 * a, "shear": 10.0 * a,
                  "erase": trial.suggest_float("aug_erase", 0.0, 0.5, step=0.25)}
-    else:
-        extra = {}  # they cost a resampling pass per batch and pay only on long schedules
+    else:  # rotation, zoom and shear cost a resampling pass per batch and pay only on long schedules
+        extra = {"erase": trial.suggest_categorical("aug_erase", ERASE)}
     augment = AugmentSpec(shift=trial.suggest_int("aug_shift", 0, 3 if affine else 2),
                           flip=trial.suggest_categorical("aug_flip", [False, True]), **extra)
     optimizer = trial.suggest_categorical("optimizer", ["adamw", "sgd"])
@@ -131,21 +143,27 @@ def _training(trial: Any, epochs: int, batch_sizes: tuple[int, ...], affine: boo
 # Warm starts for the stages space: a ladder of known-good designs, small to medium, trained
 # first so that the rungs have a good reference from the start (--no-warm-start to leave out).
 _TRAIN = {"optimizer": "adamw", "lr": 0.003, "weight_decay": 5e-4, "batch_size": 256,
-          "label_smoothing": 0.0, "aug_shift": 1, "aug_flip": True}
+          "label_smoothing": 0.0, "aug_shift": 1, "aug_flip": True, "aug_erase": 0.0}
 _ARCH = {"widen": 2.0, "kernel": 3, "bn": "before", "activation": "relu", "pool": "max", "reduce": 0.0,
-         "dropout": 0.0, "head": "gap", "dense_units": 0}
+         "dropout": 0.0, "head": "gap", "dense_units": 0, "residual": False}
 WARM_STARTS: tuple[dict[str, Any], ...] = tuple({**_ARCH, **_TRAIN, **arch} for arch in (
     {"stages": 2, "width": 8, "depth": 1},
     {"stages": 3, "width": 8, "depth": 1},
     {"stages": 3, "width": 12, "depth": 2},
     {"stages": 3, "width": 16, "depth": 2, "dropout": 0.1},
     {"stages": 2, "width": 16, "depth": 2, "head": "flatten", "dense_units": 64, "dropout": 0.2},
+    # ResNet-style: 16-32-64 channels, two basic blocks a stage (175k parameters), and three (273k)
+    {"stages": 3, "width": 16, "residual": True, "blocks": 2, "aug_shift": 2, "aug_erase": 0.25,
+     "label_smoothing": 0.1},
+    {"stages": 3, "width": 16, "residual": True, "blocks": 3, "aug_shift": 2, "aug_erase": 0.25,
+     "label_smoothing": 0.1},
 ))
 
 
 # The least each space can build: one 8-filter 3x3 conv, no batch norm, a GAP head, no dense layer.
 _SMALLEST = {"stages": {"stages": 1, "width": 8, "widen": 1.0, "depth": 1, "kernel": 3, "bn": "off",
-                        "activation": "relu", "pool": "max", "dropout": 0.0, "head": "gap", "dense_units": 0},
+                        "activation": "relu", "pool": "max", "dropout": 0.0, "head": "gap", "dense_units": 0,
+                        "residual": False},
              "blocks": {"bn": "off", "activation": "relu", "n_convs": 1, "conv0_kernel": 3,
                         "conv0_padding": "same", "conv0_pool": "none", "conv0_filters": 8, "conv0_dropout": 0.0,
                         "n_dense": 0, "head": "gap"}}

@@ -19,11 +19,20 @@ BN_PLACES = ("off", "before", "after")   # batch norm before or after the activa
 PADDINGS = ("same", "valid")
 POOLS = ("none", "max", "avg")           # 2x2, stride 2, floor (as Keras and PyTorch default)
 HEADS = ("flatten", "gap")               # flatten the feature map, or global average pooling
+# Bounds on what a spec may hold, so that a hostile spec file cannot ask for an unbounded network.
+MAX_CONVS, MAX_DENSE = 64, 16
 
 
 @dataclass(frozen=True)
 class ConvBlock:
-    """[1x1 reduction conv + activation] -> conv -> batch norm / activation -> pool -> dropout."""
+    """[1x1 reduction conv + activation] -> conv -> batch norm / activation -> pool -> dropout.
+
+    ``skip`` > 0 makes the block the end of a residual span of ``skip`` blocks (this one and the
+    ``skip - 1`` before it, as a ResNet basic block spans 2): the span's input is added to this
+    block's conv output right before its activation (after its batch norm when that comes
+    first: conv-BN-add-ReLU). The shortcut is the identity where the shapes match, else a
+    projection: an average pool where the span halved the side, then a 1x1 conv (and a batch
+    norm when the block has one) to this block's width."""
     filters: int
     kernel: int = 3
     padding: str = "same"
@@ -32,6 +41,7 @@ class ConvBlock:
     activation: str = "relu"
     pool: str = "none"
     dropout: float = 0.0
+    skip: int = 0            # blocks spanned by a shortcut ending here; 0 = none
 
     def __post_init__(self) -> None:
         check_int("filters", self.filters, 1, 4096)
@@ -42,6 +52,7 @@ class ConvBlock:
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("pool", self.pool, POOLS)
         check_float("dropout", self.dropout, 0.0, 0.95)
+        check_int("skip", self.skip, 0, MAX_CONVS)
 
 
 @dataclass(frozen=True)
@@ -70,9 +81,12 @@ class ArchSpec:
     num_classes: int = 10
 
     def __post_init__(self) -> None:
-        for name, items, cls in (("convs", self.convs, ConvBlock), ("dense", self.dense, DenseLayer)):
+        for name, items, cls, most in (("convs", self.convs, ConvBlock, MAX_CONVS),
+                                       ("dense", self.dense, DenseLayer, MAX_DENSE)):
             if not isinstance(items, tuple):
                 raise SpecError(f"{name}: expected a tuple of {cls.__name__}, got {type(items).__name__}")
+            if len(items) > most:
+                raise SpecError(f"{name}: {len(items)} layers; at most {most}")
             for i, item in enumerate(items):
                 if not isinstance(item, cls):
                     raise SpecError(f"{name}[{i}]: expected a {cls.__name__}, got {item!r}")
@@ -80,7 +94,7 @@ class ArchSpec:
         check_bool("input_bn", self.input_bn)
         check_choice("head", self.head, HEADS)
         check_int("num_classes", self.num_classes, 2, 1000)
-        feature_shapes(self)  # raises, naming the block, when the spatial size reaches zero
+        shortcuts(self)  # raises, naming the block, when the spatial size reaches zero or a skip cannot join
 
     def to_json(self, compact: bool = False) -> str:
         return specio.to_json(self, compact)
@@ -112,17 +126,58 @@ def feature_shapes(arch: ArchSpec, image_size: int = 28) -> list[tuple[int, int]
     return shapes
 
 
+@dataclass(frozen=True)
+class Shortcut:
+    """A residual span ``first``..``last`` (block indices) and how its input reaches the join."""
+    first: int
+    last: int
+    channels: int   # entering the span
+    side: int       # entering the span
+    pool: int       # average-pool factor bringing ``side`` to the join's side (1: none)
+    project: bool   # a 1x1 conv to the last block's width (the shapes differ)
+
+
+def shortcuts(arch: ArchSpec) -> dict[int, Shortcut]:
+    """Each residual span by its last block; errors name the block whose shortcut cannot join."""
+    shapes = feature_shapes(arch)
+    spans: dict[int, Shortcut] = {}
+    covered = -1  # spans may follow each other, not overlap or nest
+    for i, block in enumerate(arch.convs):
+        if not block.skip:
+            continue
+        first = i - block.skip + 1
+        if first < 0:
+            raise SpecError(f"convs[{i}].skip: spans {block.skip} blocks, but only {i + 1} come up to here")
+        if first <= covered:
+            raise SpecError(f"convs[{i}].skip: overlaps the shortcut ending at convs[{covered}]")
+        channels, side = shapes[first]
+        join = conv_out(shapes[i][1], block)
+        pool = 1
+        while side // pool > join and pool < side:
+            pool *= 2
+        if side // pool != join:
+            raise SpecError(f"convs[{i}].skip: the shortcut from convs[{first}]'s {side}x{side} input cannot "
+                            f"be pooled to the {join}x{join} map it joins ('valid' padding in the span?)")
+        spans[i] = Shortcut(first, i, channels, side, pool, project=channels != block.filters or pool > 1)
+        covered = i
+    return spans
+
+
 def summary(arch: ArchSpec) -> str:
     """The network in one token a person can read: ``3x3x32+3x3x32+max>1x1x16+3x3x64+max>gap>fc64>10``
-    (``+`` joins a stage's layers, ``>`` the stages; input padding, dropout, batch norm and activations
+    (``+`` joins a stage's layers, ``>`` the stages, ``[...]`` a residual span; input padding,
+    dropout, batch norm and activations
     other than relu after a ``;``). No spaces, so that a table cell holds it on one line."""
     parts = [f"pad{arch.input_pad}"] if arch.input_pad else []
     parts += ["bn"] if arch.input_bn else []
     stage: list[str] = []
-    for block in arch.convs:
+    starts = {s.first for s in shortcuts(arch).values()}
+    for i, block in enumerate(arch.convs):
         if block.reduce:
             stage.append(f"1x1x{block.reduce}")
-        stage.append(f"{block.kernel}x{block.kernel}x{block.filters}" + ("_valid" if block.padding == "valid" else ""))
+        layer = f"{block.kernel}x{block.kernel}x{block.filters}" + ("_valid" if block.padding == "valid" else "")
+        # [ ... ] marks a residual span: its input is added where it closes
+        stage.append(("[" if i in starts else "") + layer + ("]" if block.skip else ""))
         if block.pool != "none":
             parts.append("+".join(stage + [block.pool]))
             stage = []
@@ -168,6 +223,9 @@ class ModelSpec:
     def from_file(cls, path: Path) -> "ModelSpec":
         """A spec JSON file; every fault (unreadable, not JSON, invalid field) names the file."""
         try:
+            if Path(path).stat().st_size > specio.MAX_JSON_CHARS * 4:
+                raise SpecError(f"{path}: {Path(path).stat().st_size:,} bytes; not a spec (at most "
+                                f"{specio.MAX_JSON_CHARS:,} characters)")
             text = Path(path).read_text()
         except OSError as e:
             raise SpecError(f"{path}: cannot read ({e.strerror or e})") from None

@@ -59,3 +59,17 @@ def test_affine_with_zero_strength_is_identity():
     from fmnist.augment import random_affine
     x = torch.rand(4, 28, 28)
     assert torch.allclose(random_affine(x, 0.0, 0.0, 0.0, _gen()), x, atol=1e-5)
+
+
+def test_augmentation_keeps_each_image_at_its_index_so_labels_stay_with_their_images():
+    """Each image holds one bright square whose brightness encodes its label; after shifts, flips
+    and erasing (which blanks, never brightens) the brightest pixel of each image still gives it."""
+    labels = torch.arange(64) % 10
+    u8 = torch.zeros(64, 28, 28, dtype=torch.uint8)
+    for i, label in enumerate(labels.tolist()):
+        u8[i, 4:24, 4:24] = 100 + 15 * label  # 400 pixels: more than one erased rectangle covers
+    spec = AugmentSpec(shift=2, flip=True, erase=0.25)
+    out = augmented_input(u8, spec, _gen(3)).squeeze(1)
+    brightest = out.flatten(1).max(1).values
+    decoded = torch.round((brightest * 0.3530 + 0.2860) * 255 - 100) / 15
+    assert torch.equal(decoded.long(), labels)

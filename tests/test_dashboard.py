@@ -130,3 +130,17 @@ def test_the_real_dashboard_in_chromium_shows_the_note_and_the_log_scale_front(s
         width = page.evaluate("document.documentElement.scrollWidth")
     assert errors == []
     assert width <= 1400  # no attribute makes the page wider than the window
+
+
+def test_a_margin_within_the_spread_over_seeds_is_a_tie(study):
+    from search.front import seed_verdicts, verdict
+    assert verdict(0.9070, 0.002, 0.9064) == "ties" and verdict(0.9070, None, 0.9064) == "dominates"
+    assert verdict(0.9100, 0.002, 0.9064) == "dominates" and verdict(0.9050, 0.001, 0.9064) is None
+    assert verdict(0.9060, 0.002, 0.9064) == "ties"  # behind, but within the spread
+    # seed000-cnn2pooling2fully1-c reports 90.64% at 53,000 parameters
+    record.keep_final(study, 0, {"epochs": 30, "seeds": [0, 1, 2], "test_acc": [0.905, 0.9065, 0.908],
+                                 "mean": 0.9065, "std": 0.0015})
+    assert "seed000-cnn2pooling2fully1-c" in seed_verdicts(20_000, 0.9065, 0.0015)["seeds_tied"]
+    note = dashboard.study_note(study, study.trials)
+    assert "ties with (within the spread): " in note and "seed000-cnn2pooling2fully1-c" in note.split("ties with")[1]
+    assert "90.65% ± 0.15 (3 seeds, 30 epochs)" in note

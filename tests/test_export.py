@@ -131,16 +131,41 @@ def test_choose_by_trial_top_and_max_params(study_db, synth_dir, tmp_path):
                for p in (tmp_path / "c").iterdir() if p.is_dir())
 
 
-def test_retrain_reports_test_accuracy_before_and_after(study_db, synth_dir, tmp_path, capsys):
+def test_the_final_training_runs_each_seed_and_reports_the_spread(study_db, synth_dir, tmp_path, capsys):
     study = optuna.load_study(study_name="e", storage=f"sqlite:///{study_db}")
     best = max(study.best_trials, key=lambda t: t.user_attrs["val_acc"])
     assert export(study_db, synth_dir, tmp_path / "r", "--trial", str(best.number), "--retrain",
-                  "--epochs", "1") == 0
+                  "--epochs", "1", "--seeds", "2", "--seed", "5") == 0
     m = json.loads((tmp_path / "r" / f"trial-{best.number}" / "metrics.json").read_text())
-    assert m["retrained"]["epochs"] == 1 and m["retrained"]["test_acc_before"] == best.user_attrs["test_acc"]
-    assert m["retrained"]["test_acc_after"] == m["test_acc"]
+    final = m["final"]
+    assert final["epochs"] == 1 and final["seeds"] == [5, 6] and final["exported_seed"] == 5
+    assert len(final["test_acc"]) == 2 and final["mean"] == pytest.approx(sum(final["test_acc"]) / 2)
+    assert final["std"] == pytest.approx(abs(final["test_acc"][0] - final["test_acc"][1]) / 2 ** 0.5)
+    assert m["test_acc"] == final["test_acc"][0]  # the exported model is seed 5's run
+    assert m["search"]["test_acc"] == best.user_attrs["test_acc"] and m["retrained"]["test_acc_after"] == m["test_acc"]
     out = capsys.readouterr().out
-    assert "before retraining" in out and "epoch 1 of 1: train loss" in out  # progress while it retrains
+    assert "final training: 1 model(s) x 2 seed(s) = 2 run(s) of 1 epoch(s)" in out
+    assert f"trial-{best.number} seed 6 (2/2): epoch 1 of 1, train loss" in out and "min of the final training left" in out
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "final: mean ± spread over seeds" in report and "the run of seed 5" in report
+    # the study keeps the figures: show gives the spread
+    again = optuna.load_study(study_name="e", storage=f"sqlite:///{study_db}")
+    assert record.finals(again)[best.number]["test_acc"] == final["test_acc"]
+    assert main(["show", "--storage", f"sqlite:///{study_db}", "--study", "e"]) == 0
+    assert "(2 seeds, 1 epochs)" in capsys.readouterr().out
+
+
+def test_the_final_training_is_sized_to_the_minutes_given(study_db, synth_dir, tmp_path, capsys):
+    assert export(study_db, synth_dir, tmp_path / "m", "--retrain", "--retrain-minutes", "0.05") == 0
+    out = capsys.readouterr().out
+    assert "sized to --retrain-minutes 0.05" in out
+    epochs = {json.loads((p / "metrics.json").read_text())["final"]["epochs"]
+              for p in (tmp_path / "m").iterdir() if p.is_dir()}
+    assert len(epochs) == 1 and epochs.pop() >= 1
+    for extra, said in ((["--seeds", "2"], "add --retrain"), (["--retrain", "--epochs", "2", "--retrain-minutes", "1"],
+                                                              "give one")):
+        assert export(study_db, synth_dir, tmp_path / "x", *extra) == 2
+        assert said in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_predict_on_a_generated_png_and_an_idx_file(exported, study_db, synth_dir, tmp_path, capsys):
@@ -276,13 +301,27 @@ def test_export_replaces_only_its_own_earlier_export(project, synth_dir, capsys)
     assert main([*args]) == 0  # the default folder, exports/e, written before: replaced
     assert (project / "exports" / "e" / "report.html").is_file()
     marker = json.loads((project / "exports" / "e" / ".fmnist-export").read_text())
-    assert "report.html" in marker["entries"]
+    assert "report.html" in marker["files"] and "trial-0/weights.pt" in marker["files"]  # every file, any depth
     assert oct((project / "exports" / "e").stat().st_mode & 0o077) != "0o0"  # readable by others
-    (project / "exports" / "e" / "mine.txt").write_text("added by the user")
     capsys.readouterr()
-    assert main([*args]) == 2
-    assert "holds 'mine.txt'" in _one_line(capsys)
-    assert (project / "exports" / "e" / "mine.txt").read_text() == "added by the user"
+    # A file of the user's at any depth, or one of ours the user changed, is not replaced.
+    for added, content in (("mine.txt", "added by the user"), ("trial-0/notes.txt", "my notes on trial 0"),
+                           ("trial-0/spec.json", "edited by hand")):
+        path = project / "exports" / "e" / added
+        original = path.read_bytes() if path.exists() else None
+        path.write_text(content)
+        assert main([*args]) == 2
+        assert f"holds {added!r}" in _one_line(capsys)
+        assert path.read_text() == content
+        path.unlink() if original is None else path.write_bytes(original)
+    (project / "exports" / "e" / "trial-0" / "mine").mkdir()  # an empty folder of the user's, too
+    assert main([*args]) == 2 and "holds 'trial-0/mine'" in _one_line(capsys)
+    (project / "exports" / "e" / "trial-0" / "mine").rmdir()
+    assert main([*args]) == 0  # back as export-best left it: replaced
+    capsys.readouterr()
+    # An export of the release before (its marker listed top-level names only) is not replaced.
+    (project / "exports" / "e" / ".fmnist-export").write_text(json.dumps({"entries": ["report.html"]}))
+    assert main([*args]) == 2 and "earlier release" in _one_line(capsys)
     assert main([*args[:4], "", *args[5:]]) == 2
     assert "the name is empty" in _one_line(capsys)
     assert sorted(p.name for p in (project / "exports").iterdir()) == ["e"]

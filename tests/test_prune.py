@@ -99,17 +99,49 @@ def test_hook_records_each_rung_and_prunes_on_the_hand_made_curve():
     assert attrs["rung_1000"] == 0.60 and attrs["rung_2000"] == 0.82 and attrs["pruned_rung"] == 2000
 
 
-def test_chance_level_is_pruned_at_the_first_rung_and_seeds_are_candidates_like_any_other():
+def test_chance_level_is_pruned_at_the_first_rung():
     study = _study_with_peers(2000)
     trial = study.ask()
     trial.set_user_attr("params", 1_000)
     reason = ParetoPruner(study).hook(trial, {"params": 1_000}, [1000, 2000], 6000)(Report(0.5, 1000, 2.3, 0.11, checkpoints=(1000,)))
     assert reason and "still at chance" in reason
+
+
+
+def _finished(study: optuna.Study, params: int, final: float, rungs: dict[int, float]) -> None:
+    study.add_trial(optuna.create_trial(
+        state=TrialState.COMPLETE, values=[final, params], params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+        user_attrs={"params": params, "val_acc": final, **{f"rung_{r}": a for r, a in rungs.items()}}))
+
+
+def test_a_seed_is_judged_by_what_its_project_reported_not_by_how_fast_it_starts():
+    study = _study_with_peers(2000)
     seed = study.ask({"x": FloatDistribution(0, 1)})
-    seed.set_user_attr("preset", "seed003")  # warm starts, not a toll: pruned like any candidate
-    hook = ParetoPruner(study).hook(seed, {"params": 900_000}, [1000, 2000], 6000)
-    assert hook(Report(0.5, 1000, 2.0, 0.50, checkpoints=(1000,))) is None
-    assert "points more accurate" in hook(Report(1.0, 2000, 1.9, 0.80, checkpoints=(2000,)))
+    seed.set_user_attr("preset", "seed001-conv2dsimple2")  # reports 93.6%
+    hook = ParetoPruner(study).hook(seed, {"params": 609_890}, [1000, 2000, 4000], 12000, reported=0.936)
+    assert hook(Report(0.5, 1000, 2.0, 0.50, checkpoints=(1000,))) is None  # far behind its peers: a slow start
+    assert hook(Report(1.0, 2000, 1.9, 0.60, checkpoints=(2000,))) is None  # the margin rule would have pruned it
+    _finished(study, 100_000, 0.94, {2000: 0.90})  # a finished trial no larger above 93.6%
+    reason = hook(Report(2.0, 4000, 1.8, 0.70, checkpoints=(4000,)))
+    assert reason and "above the 93.60% this seed's project reports" in reason and "100,000 params" in reason
+
+
+def test_a_trial_that_cannot_catch_up_with_a_finished_one_no_larger_stops_though_on_the_rungs_front():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for i, gain in enumerate((0.05, 0.04, 0.06, 0.03)):  # finished trials gained 3-6 points from rung 1,000
+        _finished(study, 40_000 + i, 0.80 + gain, {1000: 0.80})
+    _finished(study, 50_000, 0.90, {1000: 0.84})
+    pruner = ParetoPruner(study)  # margin 0.01
+    big = pruner.cannot_catch_up((3_700_000,), 0.80, 1000)  # the most accurate at the rung, but 0.80 + 0.06 + 0.01 < 0.90
+    assert big and "reached 90.0%" in big and "50,000 params" in big
+    assert pruner.cannot_catch_up((3_700_000,), 0.85, 1000) is None  # may still end above 90%
+    assert pruner.cannot_catch_up((1_000,), 0.50, 1000) is None  # nothing finished is as small
+    assert pruner.cannot_catch_up((3_700_000,), 0.80, 5000) is None  # no finished trial passed that rung
+    trial = study.ask()
+    # with too few peers for the rung's own rule, the finished trials still decide
+    hook = ParetoPruner(study, min_trials=50).hook(trial, {"params": 3_700_000}, [1000, 3000], 9000)
+    reason = hook(Report(0.5, 1000, 1.0, 0.80, checkpoints=(1000,)))
+    assert reason and reason.startswith("at rung 1,000 images: a finished trial no larger")
 
 
 def _study_at_rung(rung: int, entries: list[Entry]) -> optuna.Study:

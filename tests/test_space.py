@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
-from space import ArchSpec, ConvBlock, DenseLayer, ModelSpec, SpecError, build, flops, param_count, zoo
+from space import ArchSpec, ConvBlock, DenseLayer, ModelSpec, SpecError, build, flops, param_count, summary, zoo
 from space.sample import SPACES, sample
 from space.spec import ACTIVATIONS, BN_PLACES, HEADS, POOLS
 
@@ -17,7 +17,7 @@ conv_blocks = st.builds(
     ConvBlock, filters=st.integers(1, 12), kernel=st.sampled_from([1, 3, 5]),
     padding=st.sampled_from(["same", "valid"]), reduce=st.sampled_from([0, 0, 2, 5]),
     bn=st.sampled_from(BN_PLACES), activation=st.sampled_from(ACTIVATIONS),
-    pool=st.sampled_from(POOLS), dropout=st.sampled_from([0.0, 0.3]))
+    pool=st.sampled_from(POOLS), dropout=st.sampled_from([0.0, 0.3]), skip=st.sampled_from([0, 0, 1, 2, 3]))
 dense_layers = st.builds(DenseLayer, units=st.integers(1, 20), dropout=st.sampled_from([0.0, 0.2]),
                          bn=st.sampled_from(BN_PLACES), activation=st.sampled_from(ACTIVATIONS))
 
@@ -25,7 +25,7 @@ dense_layers = st.builds(DenseLayer, units=st.integers(1, 20), dropout=st.sample
 @st.composite
 def arch_specs(draw) -> ArchSpec:
     try:
-        return ArchSpec(convs=tuple(draw(st.lists(conv_blocks, max_size=4))),
+        return ArchSpec(convs=tuple(draw(st.lists(conv_blocks, max_size=6))),
                         dense=tuple(draw(st.lists(dense_layers, max_size=2))),
                         input_pad=draw(st.integers(0, 2)), input_bn=draw(st.booleans()),
                         head=draw(st.sampled_from(HEADS)), num_classes=draw(st.integers(2, 12)))
@@ -138,3 +138,57 @@ def test_a_thousand_samples_are_all_valid(space):
     assert len({s.to_json() for s in specs}) > 900
     if space == "stages":
         assert all(c.padding == "same" for s in specs for c in s.arch.convs)
+
+
+def test_residual_spans_count_exactly_and_join_by_identity_or_projection():
+    from space.spec import shortcuts
+    arch = ArchSpec(convs=(
+        ConvBlock(8, bn="before"),
+        ConvBlock(8, bn="before"), ConvBlock(8, bn="before", skip=2),                  # identity
+        ConvBlock(16, bn="after"), ConvBlock(16, bn="after", pool="max", skip=2),   # projection: width
+        ConvBlock(16, pool="max"), ConvBlock(24, skip=2)),                          # projection: size and width
+        head="gap")
+    spans = shortcuts(arch)
+    assert [(s.first, s.last, s.pool, s.project) for s in spans.values()] == [(1, 2, 1, False), (3, 4, 1, True),
+                                                                          (5, 6, 2, True)]
+    model = build(arch)
+    assert param_count(arch) == sum(p.numel() for p in model.parameters())
+    with FlopCounterMode(display=False) as counter:
+        model.eval()(torch.zeros(1, 1, 28, 28))
+    assert flops(arch) == counter.get_total_flops()
+    assert "[3x3x8+3x3x8]" in summary(arch)
+    # In a spec file, round trip: the same spec builds the same model
+    text = ModelSpec(arch).to_json()
+    assert '"skip": 2' in text and ModelSpec.from_json(text).arch == arch
+    a, b = build(ModelSpec.from_json(text).arch, seed=3), build(arch, seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_a_skip_that_cannot_join_is_refused_naming_the_block():
+    with pytest.raises(SpecError, match=r"convs\[1\].skip: spans 3 blocks"):
+        ArchSpec(convs=(ConvBlock(8), ConvBlock(8, skip=3)))
+    with pytest.raises(SpecError, match=r"convs\[2\].skip: the shortcut from convs\[1\]'s 28x28 input cannot be pooled"):
+        ArchSpec(convs=(ConvBlock(8), ConvBlock(8, padding="valid"), ConvBlock(8, skip=2)))
+    with pytest.raises(SpecError, match=r"convs\[3\].skip: overlaps"):
+        ArchSpec(convs=(ConvBlock(8), ConvBlock(8, skip=2), ConvBlock(8), ConvBlock(8, skip=3)))
+
+
+def test_networks_without_skips_keep_the_layout_of_their_weights_files():
+    """Weights written before residual spans existed still load: a plain network is one flat Sequential."""
+    for p in zoo.PRESETS:
+        keys = list(build(p.spec.arch).state_dict())
+        assert keys and all(k.split(".")[0].isdigit() and k.count(".") == 1 for k in keys), p.name
+
+
+def test_the_stages_space_samples_residual_networks_that_count_exactly():
+    import optuna
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4))
+    residual = 0
+    for _ in range(300):
+        spec = sample(study.ask(), 1, "stages")
+        residual += any(b.skip for b in spec.arch.convs)
+        assert ModelSpec.from_json(spec.to_json()) == spec
+    assert residual > 50
+    from space.sample import WARM_STARTS, fixed
+    sizes = [param_count(fixed(w).arch) for w in WARM_STARTS]
+    assert any(150_000 <= n <= 500_000 and any(b.skip for b in fixed(w).arch.convs) for n, w in zip(sizes, WARM_STARTS))
