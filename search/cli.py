@@ -62,6 +62,17 @@ def _int_range(lo: int, hi: int):
     return parse
 
 
+def _fraction(text: str) -> float:
+    """A fraction strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.005, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (a fraction of the hypervolume), got {text}")
+    return value
+
+
 def _margin(text: str) -> float | None:
     """An accuracy margin in [0, 1], or 'off'."""
     if text.lower() == "off":
@@ -157,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trials that must reach a rung before any is pruned there (default 5)")
     s.add_argument("--rung-min-images", type=_positive_int, default=4000,
                    help="the first rung: no rung earlier than this many training images (default 4000)")
+    s.add_argument("--stop-when-flat", type=_fraction, nargs="?", const=0.005, metavar="FRACTION",
+                   help="end the study when the front's validation hypervolume grew by less than FRACTION of "
+                        "itself over the last half of the compute spent (default 0.005 when given without a value; "
+                        "not before 20 trials trained); the study's note says why it stopped")
     s.add_argument("--quiet", action="store_true", help="no live status line (per-trial lines only)")
     s.add_argument("--workers", type=_positive_int, default=1,
                    help="start this many worker processes on the study (default 1): CPU threads are split "

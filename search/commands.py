@@ -285,7 +285,7 @@ def search(args: argparse.Namespace) -> int:
                           seed=args.seed, precision=args.precision, compile=args.compile,
                           pruner=args.pruner, prune_factor=args.prune_factor,
                           prune_min_trials=args.prune_min_trials, prune_margin=args.prune_margin,
-                          rung_min_images=args.rung_min_images)
+                          rung_min_images=args.rung_min_images, stop_flat=args.stop_when_flat)
     store = artifacts.open_store(folder)
     artifacts.mark_shared(study, store)
     if storages.sqlite_path(args.storage) is None and not args.artifact_dir:
@@ -421,8 +421,13 @@ def wait_for(workers: list[subprocess.Popen], interrupt: KeyboardInterrupt | Non
 
 
 def show(args: argparse.Namespace) -> int:
+    from . import hypervolume
     study = existing_study(args)
     print(format_counts(study))
+    ref = hypervolume.reference(study)
+    print(hypervolume.describe(hypervolume.history(study.get_trials(deepcopy=False), ref), ref))
+    if study.user_attrs.get(record.STOPPED):
+        print(f"stopped by --stop-when-flat: {study.user_attrs[record.STOPPED]}")
     print(format_front(study))
     return 0
 

@@ -17,13 +17,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from space import zoo
 
-from . import record
+from . import hypervolume, record
 from .document import Document
 from .front import front, front_rows, seeds_summary
 from .options import OBJECTIVES
 from .table import pct
 
-FRONT_GRAPH, CURVES_GRAPH = "front", "front-curves"  # fixed ids: a new figure replaces the old one
+FRONT_GRAPH, CURVES_GRAPH, HV_GRAPH = "front", "front-curves", "hypervolume"  # fixed ids: a new figure replaces the old
 
 
 def describe_budget(budget: Mapping | None) -> str:
@@ -61,9 +61,12 @@ def trial_note(attrs: Mapping, outcome: str) -> str:
         line = (f"**Pruned** after {a.get(record.IMAGES_SEEN, 0):,} training images: "
                 f"{a.get(record.PRUNED_REASON, 'no reason recorded')}. {size}.")
     elif outcome == "complete":
+        gain = a.get(record.HV_GAIN)
+        moved = ("" if gain is None else f" Entered the front, raising its hypervolume by {gain:.4f}." if gain > 0
+                 else " Did not enter the front.")
         line = (f"**Complete**: validation {pct(a.get(record.VAL_ACC))}, test {pct(a.get(record.TEST_ACC))} "
                 f"(top-5 {pct(a.get(record.TEST_TOP5))}); {size}; {a.get(record.EPOCHS_RUN, 0):g} epochs in "
-                f"{a.get(record.TRAIN_SECONDS, 0):.0f} s on {a.get(record.DEVICE, '?')}.")
+                f"{a.get(record.TRAIN_SECONDS, 0):.0f} s on {a.get(record.DEVICE, '?')}.{moved}")
     else:
         line = f"**{outcome.capitalize()}**. {size}."
     if record.SUMMARY in a:
@@ -73,8 +76,10 @@ def trial_note(attrs: Mapping, outcome: str) -> str:
     return line
 
 
-def study_note(study: optuna.Study, trials: Sequence[FrozenTrial], members: Sequence[FrozenTrial] | None = None) -> str:
-    """The study's note (Markdown): budget, objectives, counts, the front and the seeds it dominates."""
+def study_note(study: optuna.Study, trials: Sequence[FrozenTrial], members: Sequence[FrozenTrial] | None = None,
+               steps: Sequence[hypervolume.Step] | None = None) -> str:
+    """The study's note (Markdown): budget, objectives, counts, the hypervolume and whether it still
+    grows (and why the study stopped, if the rule stopped it), the front and the seeds it dominates."""
     doc = Document(f"fmnist-search study '{study.study_name}'")
     meanings = study.user_attrs.get(record.OBJECTIVE_MEANINGS) or {}
     objectives = ", ".join(f"{o}: {meanings.get(o, OBJECTIVES.get(o, ('', o))[1])} "
@@ -82,7 +87,12 @@ def study_note(study: optuna.Study, trials: Sequence[FrozenTrial], members: Sequ
     kinds = Counter(record.kind(t) for t in trials)
     doc.paragraph(f"{describe_budget(study.user_attrs.get(record.BUDGET))}. Objectives: {objectives}.")
     doc.paragraph(", ".join(f"{kinds[k]} {k}" for k in ("complete", "pruned", "skipped", "failed", "running", "waiting"))
-                  + f"; updated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")
+                  + f"; updated {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC.")
+    ref = hypervolume.reference(study)
+    steps = hypervolume.history(trials, ref) if steps is None else steps
+    doc.paragraph(hypervolume.describe(steps, ref).capitalize() + ".")
+    if study.user_attrs.get(record.STOPPED):
+        doc.paragraph(f"Stopped by --stop-when-flat: {study.user_attrs[record.STOPPED]}.")
     members = front(study) if members is None else members
     doc.heading("Pareto front", 3)
     if not members:
@@ -166,9 +176,43 @@ def publish_study(study: optuna.Study, trials: Sequence[FrozenTrial] | None = No
     from optuna_dashboard import save_note, save_plotly_graph_object
 
     trials = study.get_trials(deepcopy=False) if trials is None else trials
-    members = front(study)  # one non-dominated sort serves the note and both plots
-    save_note(study, study_note(study, trials, members))
+    members = front(study)  # one non-dominated sort serves the note and the plots
+    ref = hypervolume.reference(study)
+    steps = hypervolume.history(trials, ref)
+    save_note(study, study_note(study, trials, members, steps))
     budget = study.user_attrs.get(record.BUDGET)
     save_plotly_graph_object(study, front_figure(trials, {t.number for t in members}, budget),
                              graph_object_id=FRONT_GRAPH)
     save_plotly_graph_object(study, curves_figure(members), graph_object_id=CURVES_GRAPH)
+    save_plotly_graph_object(study, hypervolume_figure(steps, ref), graph_object_id=HV_GRAPH)
+
+
+def hypervolume_figure(steps: Sequence[hypervolume.Step], ref: tuple[float, int]):
+    """The front's hypervolume against compute, on validation and (for information) test; a
+    button switches the x axis between training images and device-seconds."""
+    import plotly.graph_objects as go
+
+    x_images, x_seconds = [s.images for s in steps], [round(s.seconds, 1) for s in steps]
+    hover = [f"after trial {s.number}<br>{s.images:,} training images, {s.seconds / 60:.1f} device-minutes<br>"
+             f"validation {s.hv:.4f}, test {s.test_hv:.4f}" for s in steps]
+    fig = go.Figure()
+    for name, values, line in (("validation (what the search selects on)", [s.hv for s in steps],
+                                dict(shape="hv", color="#1f77b4")),
+                               ("test (for information)", [s.test_hv for s in steps],
+                                dict(shape="hv", dash="dot", color="#ff7f0e"))):
+        fig.add_trace(go.Scatter(name=name, x=x_images, y=values, mode="lines", line=line,
+                                 hovertext=hover, hoverinfo="text"))
+    axes = {"images": dict(title=dict(text="compute: training images, all trials")),
+            "seconds": dict(title=dict(text="compute: device-seconds, all workers"))}
+    fig.update_layout(
+        title=dict(text=f"Hypervolume of the front against compute (error x log10 params; reference "
+                        f"{100 * ref[0]:g}% error, {ref[1]:,} params)"),
+        xaxis=axes["images"], yaxis=dict(title=dict(text="hypervolume")),
+        legend=dict(x=0.99, y=0.02, xanchor="right", yanchor="bottom", bgcolor="rgba(255,255,255,0.7)",
+                    font=dict(size=10)),
+        updatemenus=[dict(type="buttons", direction="right", x=0.0, y=1.15, xanchor="left", showactive=True,
+                          buttons=[dict(label=label, method="update",
+                                        args=[{"x": [x, x]}, {"xaxis": axes[key]}])
+                                   for label, key, x in (("training images", "images", x_images),
+                                                         ("device-seconds", "seconds", x_seconds))])])
+    return fig

@@ -26,7 +26,7 @@ from fmnist.errors import UsageError
 from fmnist.metrics import classification_report
 from space import ModelSpec, build, flops, param_count, zoo
 
-from . import figures, final, record, signals, written
+from . import figures, final, hypervolume, record, signals, written
 from .artifacts import load_weights, read_state_dict
 from .document import Document
 from .table import pct
@@ -291,6 +291,10 @@ def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], r
         seeds=[(p.reported_params or p.params, p.reported_acc / 100, short_name(p.name), p.reported_split.startswith("validation"))
                for p in zoo.PRESETS if p.reported_acc is not None])
     figures.curves_plot(folder / "curves.png", {folder_name(t): m["curve"] for t, m in zip(chosen, results)})
+    ref = hypervolume.reference(study)
+    steps = hypervolume.history(study.get_trials(deepcopy=False), ref)
+    figures.hypervolume_plot(folder / "hypervolume.png", [s.images for s in steps], [s.seconds for s in steps],
+                             [s.hv for s in steps], [s.test_hv for s in steps], ref)
     doc = Document(f"fmnist-search export: study '{study.study_name}'")
     doc.paragraph(f"Exported {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {len(finished)} finished trials; "
                   f"objectives {', '.join(study.metric_names or [])}. Models were chosen on validation "
@@ -299,6 +303,10 @@ def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], r
     doc.paragraph(f"Budget: {describe_budget(study.user_attrs.get(record.BUDGET))}. Trials stopped at a lower "
                   f"rung (pruned) are not shown; a seed model trained here appears as a trial, its star is the "
                   f"figure its project reports.")
+    doc.image("hypervolume.png", "the front's hypervolume against compute, in training images and device-minutes")
+    doc.paragraph(hypervolume.describe(steps, ref).capitalize() + "."
+                  + (f" The study was stopped by --stop-when-flat: {study.user_attrs[record.STOPPED]}."
+                     if study.user_attrs.get(record.STOPPED) else ""))
     doc.heading("Seed models")
     doc.table(["label", "preset", "seed's model", "params", "reported accuracy", "measured on", "dominated by",
                "tied with"],

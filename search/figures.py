@@ -77,3 +77,22 @@ def curves_plot(path: Path, curves: Mapping[str, Sequence[Sequence[float]]]) -> 
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def hypervolume_plot(path: Path, images: Sequence[int], seconds: Sequence[float], val: Sequence[float],
+                     test: Sequence[float], reference: tuple[float, int]) -> None:
+    """The front's hypervolume against compute: training images (left) and device-seconds (right)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110, sharey=True)
+    for ax, x, label in ((axes[0], images, "training images, all trials"),
+                         (axes[1], [s / 60 for s in seconds], "device-minutes, all workers")):
+        ax.step(x, val, where="post", label="validation (selected on)")
+        ax.step(x, test, where="post", linestyle=":", label="test (for information)")
+        ax.set_xlabel(label)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("hypervolume (error x log10 params)")
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"hypervolume of the front against compute (reference {100 * reference[0]:g}% error, "
+                 f"{reference[1]:,} params)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

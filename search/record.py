@@ -18,10 +18,13 @@ Trial attributes (absent, never None, where there is no figure: the dashboard so
              train_seconds, eval_seconds, images_per_s, device, precision, latency_ms
   rungs      rung_<images>: validation accuracy at that many training images seen (``rung_key``)
   weights    weights_artifact (the weights' artifact id)
+  front      hv_gain (how much the trial raised the validation hypervolume of the finished trials
+             when it finished: 0 when it did not enter the front; ``search.hypervolume``)
   history    kept_from (the trial this result was first recorded under: another worker failed it as
              stale while its worker was paused, not dead; ``search.keep``)
 Study attributes: budget (the contract every worker trains under), objectives (what each value
-measures), schema (``SCHEMA_VERSION``); in system attributes: fmnist:created_by (the marker that
+measures), schema (``SCHEMA_VERSION``), hv_reference (the hypervolume's reference point, fixed when
+the study is created), stopped (why --stop-when-flat ended it); in system attributes: fmnist:created_by (the marker that
 tells our studies from another tool's), fmnist:weights_folder (the token file every worker's
 --artifact-dir must hold, and where the first worker's folder was).
 """
@@ -46,10 +49,13 @@ IMAGES_PER_S, DEVICE, PRECISION, LATENCY_MS = "images_per_s", "device", "precisi
 WEIGHTS = "weights_artifact"
 KEPT_FROM = "kept_from"
 FINAL_PREFIX = "fmnist:final:"  # a study system attribute per retrained trial: fmnist:final:<number>
+HV_GAIN = "hv_gain"  # how much the trial raised the front's validation hypervolume (0: not on the front)
 RUNG_PREFIX = "rung_"
 
 # -- study attributes --------------------------------------------------------------------------
 BUDGET, OBJECTIVE_MEANINGS, SCHEMA = "budget", "objectives", "schema"
+HV_REFERENCE = "hv_reference"  # {error, params}: the hypervolume's reference point, fixed at creation
+STOPPED = "stopped"            # why --stop-when-flat ended the study
 WEIGHTS_FOLDER = "fmnist:weights_folder"  # a system attribute
 CREATED_BY = "fmnist:created_by"          # a system attribute, written when the study is created
 

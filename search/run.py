@@ -22,7 +22,7 @@ from fmnist.errors import SpecError
 from space import ModelSpec, build, flops, inference_bytes, param_count, summary, training_bytes, zoo
 from space.sample import WARM_STARTS, fixed, sample
 
-from . import claims, dashboard, keep, reclaim, record
+from . import claims, dashboard, hypervolume, keep, reclaim, record, signals
 from .progress import Progress
 from .prune import ParetoPruner, rung_images, rung_val_size
 from .table import pct
@@ -110,6 +110,7 @@ class SearchConfig:
     prune_min_trials: int = 5
     prune_margin: float | None = 0.01  # None: MOASHA's rule alone
     rung_min_images: int = 4000
+    stop_flat: float | None = None  # --stop-when-flat: the fraction of the hypervolume (search.hypervolume)
 
 
 def counts_toward_trials(t: FrozenTrial) -> bool:
@@ -137,6 +138,10 @@ def enqueue_warm_starts(study: optuna.Study) -> int:
             queued += 1
     return queued
 
+
+# The study's note and figures are rewritten after a trial when this long has passed since the
+# last time (many trials pruned in seconds would rewrite them for nothing), and once at the end.
+NOTES_EVERY_S = 20.0
 
 MEMORY_SHARE = 0.8  # of the memory free now: the rest is left to the data set, the allocator and the system
 
@@ -183,6 +188,7 @@ class Search:
         self.progress = progress or Progress(enabled=False)
         self.out = out or self.progress.write
         self.current: int | None = None
+        self.published = 0.0  # time.monotonic() of the last note and figures
         self.kept: keep.Kept | None = None  # the trial under way, with what it wrote
         self.stopping = False
         self.consecutive_skips = 0
@@ -239,6 +245,9 @@ class Search:
             kept.lost = True
             raise
         kept.end(TrialState.COMPLETE, values)
+        # before it is told: a finished trial's attributes cannot change
+        kept.set_user_attr(record.HV_GAIN, round(hypervolume.trial_gain(
+            self.study.get_trials(deepcopy=False), kept.user_attrs, hypervolume.reference(self.study)), 6))
         self.tell_people(kept, "complete")
         return values
 
@@ -337,14 +346,26 @@ class Search:
         # when a worker next starts (another machine's is found by its missed heartbeat).
         for number in reclaim.reclaim_orphans(study, study._storage):
             self.out(f"trial {number} was left running by a worker that is gone: its configuration is queued again")
-        if self.notes and trial.state == TrialState.COMPLETE:  # the front can only change then
-            dashboard.publish_study(study, trials)
+        if self.notes and time.monotonic() - self.published >= NOTES_EVERY_S:
+            self.publish(trials)
         if done >= self.config.trials:
             self.stop()
         elif self.consecutive_skips >= self.config.max_skips:
             self.out(f"stopping: the last {self.consecutive_skips} candidates were all skipped "
                      f"(budget too tight for the space?)")
             self.stop()
+        elif self.config.stop_flat is not None:
+            why = hypervolume.flat(hypervolume.history(trials, hypervolume.reference(study)), self.config.stop_flat,
+                                   sum(record.was_trained(t) for t in trials))
+            if why:
+                self.out(f"stopping: {why}")
+                study.set_user_attr(record.STOPPED, why)
+                self.stop()
+
+    def publish(self, trials: Sequence[FrozenTrial] | None = None) -> None:
+        """The study's note and figures for the dashboard, as the study stands now."""
+        dashboard.publish_study(self.study, trials)
+        self.published = time.monotonic()
 
     def stop(self) -> None:
         self.stopping = True
@@ -371,7 +392,7 @@ class Search:
         if self.config.timeout is not None:
             self.deadline = time.monotonic() + self.config.timeout
         if self.notes:
-            dashboard.publish_study(self.study)  # the budget and the front so far, from the start
+            self.publish()  # the budget and the front so far, from the start
         self.stopping = False
         watch = reclaim.watch_stale(self.study, self.out) if self.engine is not None else None
         try:
@@ -392,6 +413,9 @@ class Search:
             if watch is not None:
                 watch.set()
             self.progress.close()
+            if self.notes:  # the last word is current, whatever ended the run (deadline, total, a signal)
+                with signals.held():
+                    self.publish()
 
 
 def describe_trial(t: FrozenTrial) -> str:

@@ -13,7 +13,7 @@ from optuna.storages import RDBStorage
 
 from fmnist.errors import UsageError
 
-from . import record
+from . import hypervolume, record
 from .options import OBJECTIVES
 from .storage import SCHEMA_ATTEMPTS
 
@@ -50,6 +50,7 @@ def open_study(storage: RDBStorage, name: str, objectives: Sequence[str],
         if study.user_attrs.get(record.SCHEMA, 1) < record.SCHEMA_VERSION:
             study.set_user_attr(record.SCHEMA, record.SCHEMA_VERSION)  # its new trials are written so
         record.mark_ours(study)  # a study of an earlier release, recognised by its records
+        hypervolume.keep_reference(study)  # one from before the reference point was stored: now, trials untouched
         return study
     try:
         study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
@@ -61,6 +62,7 @@ def open_study(storage: RDBStorage, name: str, objectives: Sequence[str],
     study.set_user_attr(record.SCHEMA, record.SCHEMA_VERSION)
     # For people reading the study (the dashboard shows study attributes): what each value is.
     study.set_user_attr(record.OBJECTIVE_MEANINGS, {o: OBJECTIVES[o][1] for o in objectives})
+    hypervolume.keep_reference(study)
     return study
 
 
