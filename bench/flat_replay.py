@@ -17,7 +17,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from search import hypervolume, record  # noqa: E402
+from search.study import record
+from search.view import hypervolume  # noqa: E402
 
 
 def main() -> int:

@@ -22,9 +22,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import optuna  # noqa: E402
 
-from search.quality import hypervolume, images_trained  # noqa: E402
-from search import record  # noqa: E402
-from search.prune import Entry, decide  # noqa: E402
+from search.view.quality import hypervolume, images_trained  # noqa: E402
+from search.study import record  # noqa: E402
+from search.loop.prune import Entry, decide  # noqa: E402
 
 
 def trained(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:

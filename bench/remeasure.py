@@ -26,7 +26,7 @@ import onnxruntime  # noqa: E402
 
 import fmnist  # noqa: E402
 from fmnist.augment import to_input  # noqa: E402
-from search.front import seed_points, seed_verdicts  # noqa: E402
+from search.view.front import seed_points, seed_verdicts  # noqa: E402
 from space import ModelSpec, param_count  # noqa: E402
 
 # The best published single models on this data at each size (issue 19's table).

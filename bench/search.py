@@ -24,7 +24,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import optuna  # noqa: E402
 
 from search.cli import main as cli  # noqa: E402
-from search.quality import hypervolume, images_trained  # noqa: E402
+from search.view.quality import hypervolume, images_trained  # noqa: E402
 
 
 def main() -> int:

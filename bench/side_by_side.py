@@ -24,8 +24,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import optuna  # noqa: E402
 
-from search import record  # noqa: E402
-from search.quality import hypervolume  # noqa: E402
+from search.study import record  # noqa: E402
+from search.view.quality import hypervolume  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -33,16 +33,16 @@ import optuna  # noqa: E402
 import mariadb  # noqa: E402
 import postgres  # noqa: E402
 from victim import trial_in_training  # noqa: E402
-from search import record  # noqa: E402
+from search.study import record  # noqa: E402
 
 STORAGE_LOOP = """
 import sys, time, optuna
 from optuna.distributions import FloatDistribution
-from search import claims, record
-from search.run import rdb_engine
-from search.storage import open_storage
-from search.study import open_study
-from search.options import make_sampler
+from search.study import claims, record
+from search.loop.run import rdb_engine
+from search.study.storage import open_storage
+from search.study.opening import open_study
+from search.loop.options import make_sampler
 url, n, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 study = open_study(open_storage(url), "s", ("acc", "params"), make_sampler("random", k))
 engine = rdb_engine(study)

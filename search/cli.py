@@ -15,9 +15,9 @@ from fmnist.errors import UsageError, first_line, flag
 from fmnist.train import DEVICES, PRECISIONS
 from space.sample import SPACES
 
-from . import commands
-from .prune import PRUNERS
-from .options import SAMPLERS
+from search import commands
+from search.loop.options import SAMPLERS
+from search.loop.prune import PRUNERS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _study_name(text: str) -> str:
-    from .options import check_name
+    from search.loop.options import check_name
     try:
         return check_name(text)
     except UsageError as e:
@@ -234,8 +234,8 @@ def _study_name(text: str) -> str:
 
 
 def _add_study_options(p: argparse.ArgumentParser) -> None:
-    from .options import DEFAULT_STUDY
-    from .storage import DEFAULT_STORAGE, STORAGE_ENV
+    from search.loop.options import DEFAULT_STUDY
+    from search.study.storage import DEFAULT_STORAGE, STORAGE_ENV
     p.add_argument("--storage", default=os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE,
                    help=f"SQLAlchemy URL of the Optuna storage (default ${STORAGE_ENV}, else {DEFAULT_STORAGE}); "
                         f"keep a password out of it: ${STORAGE_ENV}, or the driver's own files (~/.pgpass, PGPASSWORD)")
@@ -249,8 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import optuna
     import sqlalchemy
 
-    from . import signals
-    from .storage import scrub
+    from search import signals
+    from search.study.storage import scrub
     signals.install()  # SIGTERM stops as Ctrl-C does: one line, finished work kept
     # heartbeat_interval, TPE's group and metric names are marked experimental; we rely on them.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -24,13 +24,15 @@ from fmnist.train import precision_name
 from space import ModelSpec, build, flops, param_count, zoo
 from space.sample import smallest
 
-from . import artifacts
-from . import options, reclaim, record, signals, storage as storages, study as studies, written
-from .front import format_counts, format_front
-from .progress import Progress
-from .table import format_table, pct
-from .run import (TOP_SECONDS_SHARE, Profile, Search, SearchConfig, enqueue_seeds, enqueue_warm_starts,
-                  pick_profile, reference_arch, reference_rate, too_big)
+from search import signals
+from search.handover import written
+from search.loop import options
+from search.loop.run import (TOP_SECONDS_SHARE, Profile, Search, SearchConfig, enqueue_seeds, enqueue_warm_starts,
+                             pick_profile, reference_arch, reference_rate, too_big)
+from search.study import artifacts, opening as studies, reclaim, record, storage as storages
+from search.view.front import format_counts, format_front
+from search.view.progress import Progress
+from search.view.table import format_table, pct
 
 
 def with_overrides(spec: ModelSpec, **overrides) -> ModelSpec:
@@ -421,7 +423,7 @@ def wait_for(workers: list[subprocess.Popen], interrupt: KeyboardInterrupt | Non
 
 
 def show(args: argparse.Namespace) -> int:
-    from . import hypervolume
+    from search.view import hypervolume
     study = existing_study(args)
     print(format_counts(study))
     ref = hypervolume.reference(study)
@@ -433,13 +435,13 @@ def show(args: argparse.Namespace) -> int:
 
 
 def dashboard(args: argparse.Namespace) -> int:
-    """optuna-dashboard on the study's storage with its weights folder, behind ``search.guard``:
+    """optuna-dashboard on the study's storage with its weights folder, behind ``search.view.guard``:
     on loopback by default; elsewhere read-only unless --allow-writes, then behind a password."""
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 
     import optuna_dashboard
 
-    from .guard import Policy, guard, is_loopback
+    from search.view.guard import Policy, guard, is_loopback
 
     class Quiet(WSGIRequestHandler):
         def log_message(self, *args) -> None:  # one line per request would bury the URL
@@ -502,7 +504,7 @@ PASSWORD_ENV = "FMNIST_DASHBOARD_PASSWORD"
 
 
 def export_best(args: argparse.Namespace) -> int:
-    from .export import ExportOptions, check_target, export, select
+    from search.handover.export import ExportOptions, check_target, export, select
     if not args.retrain and (args.retrain_minutes is not None or args.seeds > 1 or args.epochs is not None):
         given = "--retrain-minutes" if args.retrain_minutes is not None else "--seeds" if args.seeds > 1 else "--epochs"
         raise UsageError(f"{given}: belongs to the final training; add --retrain")
@@ -525,7 +527,7 @@ def export_best(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from .predict import load_model, read_inputs
+    from search.handover.predict import load_model, read_inputs
     if not args.images and not args.eval:
         raise UsageError("predict: give image files, or --eval for the test set")
     device = fmnist.pick_device(args.device)

@@ -7,14 +7,14 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from search import claims
+from search.study import claims
 
 CLAIMER = """
 import os, sys, time
 from pathlib import Path
 import sqlalchemy as sa
-from search import claims
-from search.storage import open_storage
+from search.study import claims
+from search.study.storage import open_storage
 url, ready, n, number = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 engine = open_storage(url).engine  # SQLite: transactions begin with the write lock, as in a search
 (ready / str(os.getpid())).touch()

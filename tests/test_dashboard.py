@@ -7,7 +7,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from search import dashboard, record
+from search.study import record
+from search.view import dashboard
 from search.cli import main
 from wsgi_server import serving
 
@@ -104,13 +105,14 @@ def test_the_search_leaves_notes_and_plots_for_the_dashboard(served_study):
         assert record.kind(t) == t.user_attrs[record.OUTCOME]
         assert None not in t.user_attrs.values()
     # One plot per fixed id, replaced as the study ran, not one per trial.
-    assert sorted(list_graph_object_ids(attrs)) == sorted([dashboard.FRONT_GRAPH, dashboard.CURVES_GRAPH])
+    assert sorted(list_graph_object_ids(attrs)) == sorted([dashboard.FRONT_GRAPH, dashboard.CURVES_GRAPH,
+                                                           dashboard.HV_GRAPH])
 
 
 def test_the_real_dashboard_in_chromium_shows_the_note_and_the_log_scale_front(served_study, tmp_path):
     import optuna_dashboard
     from browser import chromium_page
-    from search.storage import open_storage
+    from search.study.storage import open_storage
     study_id = optuna.load_study(study_name="d", storage=f"sqlite:///{served_study}")._study_id
     with serving(optuna_dashboard.wsgi(open_storage(f"sqlite:///{served_study}"))) as base, \
             chromium_page() as (page, errors):
@@ -126,6 +128,16 @@ def test_the_real_dashboard_in_chromium_shows_the_note_and_the_log_scale_front(s
         assert axes == [["log", "parameters (log scale)"]]
         assert page.get_by_text("4:lenet5").count() >= 1  # the seed stars are labelled
         assert page.get_by_text("Validation accuracy while training").count() >= 1
+        # the hypervolume against compute: both curves drawn, and a button puts device-seconds on the x axis
+        page.get_by_text("Hypervolume of the front against compute").first.wait_for(timeout=30_000)
+        hv = """Array.from(document.querySelectorAll('.js-plotly-plot'))
+            .filter(p => p._fullLayout && (p._fullLayout.title.text || '').startsWith('Hypervolume'))
+            .map(p => [p._fullLayout.xaxis.title.text, p.data.length, p.data[0].x.length])"""
+        (before,) = page.evaluate(hv)
+        assert before[0] == "compute: training images, all trials" and before[1] == 2 and before[2] >= 1
+        page.get_by_text("device-seconds", exact=True).first.click()
+        page.wait_for_timeout(500)
+        assert page.evaluate(hv)[0][0] == "compute: device-seconds, all workers"
         page.screenshot(path=str(tmp_path / "study.png"), full_page=True)
         width = page.evaluate("document.documentElement.scrollWidth")
     assert errors == []
@@ -133,7 +145,7 @@ def test_the_real_dashboard_in_chromium_shows_the_note_and_the_log_scale_front(s
 
 
 def test_a_margin_within_the_spread_over_seeds_is_a_tie(study):
-    from search.front import seed_verdicts, verdict
+    from search.view.front import seed_verdicts, verdict
     assert verdict(0.9070, 0.002, 0.9064) == "ties" and verdict(0.9070, None, 0.9064) == "dominates"
     assert verdict(0.9100, 0.002, 0.9064) == "dominates" and verdict(0.9050, 0.001, 0.9064) is None
     assert verdict(0.9060, 0.002, 0.9064) == "ties"  # behind, but within the spread

@@ -10,8 +10,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search import record
-from search.guard import Policy, guard, is_loopback
+from search.study import record
+from search.view.guard import Policy, guard, is_loopback
 from support import cli, request, small_search
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from fmnist import CLASSES, idx
 from fmnist.augment import to_input
-from search import record
+from search.study import record
 from search.cli import main
 from space import ModelSpec, build, param_count
 from synthetic import make_images
@@ -189,7 +189,7 @@ def test_predict_on_a_generated_png_and_an_idx_file(exported, study_db, synth_di
 
 
 def test_png_polarity_and_size_follow_the_dataset():
-    from search.predict import to_dataset_image
+    from search.handover.predict import to_dataset_image
     dark_on_light = Image.fromarray(np.full((50, 80), 250, np.uint8))
     dark_on_light.paste(10, (30, 10, 50, 40))
     out = to_dataset_image(dark_on_light)

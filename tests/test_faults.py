@@ -17,14 +17,14 @@ import pytest
 from optuna.trial import TrialState
 
 import fmnist
-from search import reclaim, record, storage as storages
+from search.study import reclaim, record, storage as storages
 from search.cli import main
 from victim import trial_in_training
 
 # A worker's heartbeat and the grace after which others fail its trial, shortened for these tests
 # (30 s and 4 min in use) so that a pause of a few seconds makes a trial stale.
 BEAT, GRACE = 1, 3
-SHORT_GRACE = (f"import sys, search.storage as s; s.HEARTBEAT_S, s.GRACE_S = {BEAT}, {GRACE}; "
+SHORT_GRACE = (f"import sys, search.study.storage as s; s.HEARTBEAT_S, s.GRACE_S = {BEAT}, {GRACE}; "
                f"from search.cli import main; sys.exit(main(sys.argv[1:]))")
 _names = itertools.count()
 MAX_FLOPS = 3_000_000  # cheap candidates only: the others are skipped at no cost

@@ -63,7 +63,7 @@ def test_any_idx_header_or_truncation_is_an_array_or_one_data_error(noise, magic
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=300), st.booleans())
 def test_any_file_given_to_predict_is_read_or_one_error(tmp_path, content, gz):
-    from search.predict import read_inputs
+    from search.handover.predict import read_inputs
     path = tmp_path / ("x.gz" if gz else "x.png")
     path.write_bytes(gzip.compress(content) if gz else b"\x89PNG\r\n\x1a\n" + content)
     try:

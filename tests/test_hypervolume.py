@@ -11,7 +11,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from search import hypervolume, quality, record
+from search.study import record
+from search.view import hypervolume, quality
 from search.cli import main
 from support import small_search
 
@@ -80,9 +81,14 @@ def test_a_search_records_gains_the_reference_and_a_stop(synth_dir, tmp_path, ca
     assert small_search(synth_dir, url, "--trials", "6", "--no-enqueue-seeds") == 0
     study = optuna.load_study(study_name="s", storage=url)
     assert study.user_attrs[record.HV_REFERENCE] == hypervolume.REFERENCE
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    complete = sorted((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.datetime_complete)
     assert complete and all(record.HV_GAIN in t.user_attrs for t in complete)
-    assert any(t.user_attrs[record.HV_GAIN] > 0 for t in complete)
+    ref = hypervolume.reference(study)
+    for k, t in enumerate(complete):  # each gain as the trials finished before it leave it
+        assert t.user_attrs[record.HV_GAIN] == pytest.approx(
+            hypervolume.trial_gain(complete[:k], t.user_attrs, ref), abs=1e-6)
+    assert sum(t.user_attrs[record.HV_GAIN] for t in complete) == pytest.approx(
+        hypervolume.history(study.trials, ref)[-1].hv, abs=1e-5)  # the gains add up to the front's
     assert main(["show", "--storage", url, "--study", "s"]) == 0
     out = capsys.readouterr().out
     assert "hypervolume (validation error x log10 params, reference 30% error at 5,000,000 params): " in out

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 import signal
 import sqlite3
 import sys
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 import fmnist
-from search import commands, export, record, signals, storage as storages
+from search import commands
+from search.handover import export
+from search.study import optuna_api, record
 from search.cli import main
 from space import ArchSpec, ConvBlock, ModelSpec
-from support import FAST, cli, small_search
+from support import cli, small_search
 from synthetic import write_dataset
 from victim import trial_in_training
 
@@ -92,7 +92,7 @@ def test_a_study_like_ours_made_by_another_tool_is_not_adopted(synth_dir, tmp_pa
     # ours is recognised by the marker written at creation
     assert small_search(synth_dir, url, "--trials", "1", "--no-enqueue-seeds", study="ours") == 0
     ours = optuna.load_study(study_name="ours", storage=url)
-    assert record.is_our_study(ours) and record.CREATED_BY in record.study_system_attrs(ours)
+    assert record.is_our_study(ours) and record.CREATED_BY in optuna_api.study_system_attrs(ours)
 
 
 def test_a_study_of_the_release_before_the_marker_is_still_ours(synth_dir, tmp_path):
@@ -100,9 +100,9 @@ def test_a_study_of_the_release_before_the_marker_is_still_ours(synth_dir, tmp_p
     assert small_search(synth_dir, url, "--trials", "1", "--no-enqueue-seeds") == 0
     with sqlite3.connect(tmp_path / "old.db") as con:  # as an earlier release left it: no marker
         con.execute("DELETE FROM study_system_attributes WHERE key = ?", (record.CREATED_BY,))
-    assert not record.CREATED_BY in record.study_system_attrs(optuna.load_study(study_name="s", storage=url))
+    assert not record.CREATED_BY in optuna_api.study_system_attrs(optuna.load_study(study_name="s", storage=url))
     assert small_search(synth_dir, url, "--trials", "2", "--no-enqueue-seeds") == 0
-    assert record.CREATED_BY in record.study_system_attrs(optuna.load_study(study_name="s", storage=url))
+    assert record.CREATED_BY in optuna_api.study_system_attrs(optuna.load_study(study_name="s", storage=url))
 
 
 def _application_db(path: Path) -> None:

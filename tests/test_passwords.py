@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.storage import scrub, shown
+from search.study.storage import scrub, shown
 from support import cli
 
 SECRET = "Zebra9Quartz4Secret"

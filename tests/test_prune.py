@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 from fmnist import Report
 from search.cli import main
 from search.pareto import dominates, hypervolume_2d, nondominated_ranks
-from search.prune import Entry, ParetoPruner, decide, rung_images, rung_val_size
+from search.loop.prune import Entry, ParetoPruner, decide, rung_images, rung_val_size
 
 
 def test_rungs_are_geometric_from_a_cheap_first_rung_to_the_whole_budget():
@@ -214,3 +214,22 @@ def test_a_worker_sees_the_rung_values_another_worker_wrote(tmp_path):
     trial = mine.ask()
     reason = ParetoPruner(mine).hook(trial, {"params": 500_000}, [2000], 6000)(Report(1.0, 2000, 0.8, 0.82, checkpoints=(2000,)))
     assert reason and "trial 3 (400,000 params" in reason  # a trial the other worker ran
+
+
+def test_the_margin_rule_compares_near_twins_of_one_family():
+    peers = [Entry(i, (10_000 * (i + 1),), 0.90 - 0.02 * i, "plain") for i in range(6)]
+    residual = Entry(9, (150_000,), 0.85, "residual")  # slower to start than the plain ones
+    assert decide(residual, peers, factor=3, min_trials=5, margin=0.01) is None or \
+        "points more accurate" not in decide(residual, peers, factor=3, min_trials=5, margin=0.01)
+    plain = Entry(9, (150_000,), 0.85, "plain")
+    assert "points more accurate" in decide(plain, peers, factor=3, min_trials=5, margin=0.01)
+
+
+def test_a_warm_start_is_stopped_only_at_chance():
+    study = _study_with_peers(2000)
+    trial = study.ask()
+    hook = ParetoPruner(study).hook(trial, {"params": 500_000}, [1000, 2000], 6000, warm_start=True)
+    assert hook(Report(0.5, 1000, 1.0, 0.60, checkpoints=(1000,))) is None
+    assert hook(Report(1.0, 2000, 0.8, 0.62, checkpoints=(2000,))) is None  # far behind its peers: goes on
+    again = ParetoPruner(study).hook(study.ask(), {"params": 500_000}, [1000, 2000], 6000, warm_start=True)
+    assert "still at chance" in again(Report(0.5, 1000, 2.3, 0.11, checkpoints=(1000,)))

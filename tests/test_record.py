@@ -6,7 +6,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from search import record
+from search.study import record
 from search.cli import main
 
 
@@ -34,7 +34,8 @@ def test_rung_keys_round_trip():
 
 
 def test_a_new_study_carries_the_schema_version_and_what_its_values_mean(tmp_path, synth_dir):
-    from search import options, storage, study as studies
+    from search.loop import options
+    from search.study import opening as studies, storage
     url = f"sqlite:///{tmp_path / 'v.db'}"
     s = studies.open_study(storage.open_storage(url), "v", ("acc", "params"), options.make_sampler("random", 0))
     assert s.user_attrs[record.SCHEMA] == record.SCHEMA_VERSION

@@ -13,10 +13,11 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 import fmnist
-from search import options, storage as storages
-from search import record
+from search.loop import options
+from search.study import storage as storages
+from search.study import record
 from search.cli import main
-from search.run import Search, SearchConfig, counts_toward_trials
+from search.loop.run import Search, SearchConfig, counts_toward_trials
 from space import ModelSpec, flops, param_count
 from wsgi_server import serving
 
@@ -91,7 +92,8 @@ def test_seeds_are_enqueued_once_and_compared(synth_dir, tmp_path, capsys):
 
 KILLED_WORKER = """
 import os, sys, optuna
-from search import options, reclaim, storage as storages, study as studies
+from search.loop import options
+from search.study import opening as studies, reclaim, storage as storages
 from space.sample import sample
 storage = storages.open_storage(sys.argv[1])
 study = studies.open_study(storage, "s", ("acc", "params"), options.make_sampler("random", 5))
@@ -187,7 +189,7 @@ def test_two_workers_started_together_share_one_new_study(synth_dir, tmp_path):
 POPPER = """
 import sys, optuna
 from optuna.trial import TrialState
-from search.storage import open_storage
+from search.study.storage import open_storage
 study = optuna.load_study(study_name="q", storage=open_storage(sys.argv[1]))
 while True:
     trial = study.ask()  # takes the next enqueued trial, or makes a new one when none is left
@@ -230,7 +232,7 @@ def test_a_lost_race_to_create_the_tables_is_retried(tmp_path, monkeypatch):
 OPENER = """
 import os, sys, time
 from pathlib import Path
-from search.storage import open_storage
+from search.study.storage import open_storage
 ready, n = Path(sys.argv[2]), int(sys.argv[3])
 (ready / str(os.getpid())).touch()
 while len(list(ready.iterdir())) < n:  # a barrier: every process has imported everything
@@ -355,7 +357,7 @@ def test_timeout_stops_starting_trials(synth_dir, tmp_path):
 def test_live_status_line_on_a_terminal(small_study):
     import io
 
-    from search.progress import Progress
+    from search.view.progress import Progress
 
     class Terminal(io.StringIO):
         def isatty(self):
@@ -395,7 +397,7 @@ def test_every_complete_trial_reached_the_top_rung_and_seeds_are_pruned_like_any
 
 def test_warm_starts_are_queued_once_and_are_points_of_the_space():
     from optuna.trial import FixedTrial
-    from search.run import enqueue_warm_starts
+    from search.loop.run import enqueue_warm_starts
     from space.sample import WARM_STARTS, sample
     study = optuna.create_study(directions=["maximize", "minimize"])
     assert enqueue_warm_starts(study) == len(WARM_STARTS) and enqueue_warm_starts(study) == 0
@@ -405,7 +407,7 @@ def test_warm_starts_are_queued_once_and_are_points_of_the_space():
 
 def test_the_budget_follows_the_timeout_and_is_kept_by_the_study(synth_dir, tmp_path, capsys):
     import torch
-    from search.run import MAX_EPOCHS, TOP_RUNG_SHARE, pick_profile
+    from search.loop.run import MAX_EPOCHS, TOP_RUNG_SHARE, pick_profile
     cpu = torch.device("cpu")
     assert pick_profile(cpu).epochs == 10 and pick_profile(cpu, epochs=3).epochs == 3
     # 50,000 images at 5,000 images/s: 10 s per epoch; an hour holds 16 top rungs of 22.5 epochs
@@ -555,7 +557,7 @@ def test_the_eta_counts_the_seeds_still_queued():
 
     from optuna.distributions import FloatDistribution
 
-    from search.progress import Progress
+    from search.view.progress import Progress
 
     class Terminal(io.StringIO):
         def isatty(self):

@@ -7,7 +7,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from search import record
+from search.study import record
 
 
 def trial_in_training(url: str, proc: subprocess.Popen, max_flops: int, not_pid: int | None = None,

@@ -1,6 +1,6 @@
 """Is the search still paying? The front's hypervolume against the compute spent, as it grows.
 
-The hypervolume is the benchmarks' (``search.quality``): the area the front dominates in
+The hypervolume is the benchmarks' (``search.view.quality``): the area the front dominates in
 (validation error, log10 parameters), both minimized, up to a reference point. The point is fixed
 and stored on the study when it is created (``REFERENCE``; a study from before gets it on its next
 run, its trials untouched), so that every figure of one study is comparable. Compute is counted
@@ -22,11 +22,10 @@ from typing import Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from . import record
-from .pareto import hypervolume_2d
+from search.pareto import hypervolume_2d
+from search.study import record
 
-# 30% error at 5M parameters: every model worth a place on a front is inside it
-REFERENCE = {"error": 0.30, "params": 5_000_000}
+REFERENCE = record.HV_REFERENCE_POINT  # stored on each study when it is created (search.study.opening)
 FLAT_FRACTION = 0.005  # --stop-when-flat without a value
 MIN_FINISHED = 20      # trials trained (to the top or to a rung) before the rule may end a study
 
@@ -34,12 +33,6 @@ MIN_FINISHED = 20      # trials trained (to the top or to a rung) before the rul
 def reference(study: optuna.Study) -> tuple[float, int]:
     ref = study.user_attrs.get(record.HV_REFERENCE) or REFERENCE
     return float(ref["error"]), int(ref["params"])
-
-
-def keep_reference(study: optuna.Study) -> None:
-    """Store the reference point on a study that has none (new, or from before it was stored)."""
-    if record.HV_REFERENCE not in study.user_attrs:
-        study.set_user_attr(record.HV_REFERENCE, REFERENCE)
 
 
 def point(t: FrozenTrial | dict, metric: str = record.VAL_ACC) -> tuple[float, float] | None:

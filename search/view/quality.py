@@ -1,6 +1,6 @@
 """Measures of a search's result for the benchmarks: hypervolume of a front, compute spent.
 
-The hypervolume is the one the study's own figure shows (``search.hypervolume``), so that a
+The hypervolume is the one the study's own figure shows (``search.view.hypervolume``), so that a
 benchmark's number and the dashboard's agree for the same trials."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Iterable
 
 from optuna.trial import FrozenTrial, TrialState
 
-from . import record
-from .hypervolume import REFERENCE, point, volume
+from search.study import record
+from search.view.hypervolume import REFERENCE, point, volume
 
 HV_REFERENCE = (REFERENCE["error"], REFERENCE["params"])  # (error, parameters): the benchmarks' reference point
 

@@ -17,7 +17,7 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from . import record
+from search.study import optuna_api, record
 
 MAX_RETRY = 3
 
@@ -65,8 +65,8 @@ def reclaim_orphans(study: optuna.Study, storage: RDBStorage) -> list[int]:
         if worker_host != host or pid is None or _alive(pid):
             continue
         try:
-            if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                retry(study, storage.get_trial(t._trial_id))
+            if storage.set_trial_state_values(optuna_api.trial_id(t), state=TrialState.FAIL):
+                retry(study, storage.get_trial(optuna_api.trial_id(t)))
                 reclaimed.append(t.number)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # another worker got there first
@@ -77,9 +77,9 @@ def release(study: optuna.Study, current: int | None) -> list[int]:
     """An interrupt (Ctrl-C, SIGTERM) stopped this process: every trial it holds is failed and its
     configuration queued again, whether it was in training (``current``, which Optuna has already
     marked FAIL) or only being created or taken from the queue (still RUNNING)."""
-    from .storage import held_trials  # the storage module builds on this one
+    from search.study.storage import held_trials  # the storage module builds on this one
 
-    storage, released = study._storage, []
+    storage, released = optuna_api.storage(study), []
     for trial_id in sorted(held_trials(study)):
         try:
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
@@ -100,7 +100,7 @@ def watch_stale(study: optuna.Study, say: Callable[[str], None]) -> threading.Ev
     """While this worker trains, at each of its heartbeats: trials whose worker stopped sending
     heartbeats (another machine's), and those whose process here is gone, are failed and queued
     again. Returns the event that stops the watch."""
-    storage, stop = study._storage, threading.Event()
+    storage, stop = optuna_api.storage(study), threading.Event()
     every = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
 
     def check() -> None:

@@ -13,8 +13,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from space import zoo
 
-from . import record
-from .table import format_table, pct
+from search.study import record
+from search.view.table import format_table, pct
 
 
 def seed_points() -> list[tuple[str, int, float]]:

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial
 
 from fmnist.errors import UsageError, first_line
 
-from . import record
+from search.study import optuna_api, record
 
 
 def artifact_dir(storage_url: str, explicit: str | None = None) -> Path:
@@ -67,7 +67,7 @@ def check_shared(study: optuna.Study, folder: Path) -> None:
     The first worker leaves a token in the study and a file of that name in its folder
     (``mark_shared``); a worker whose folder lacks the file is refused (on another machine without
     the shared mount, say) before it writes or trains anything."""
-    known = study._storage.get_study_system_attrs(study._study_id).get(record.WEIGHTS_FOLDER)
+    known = optuna_api.study_system_attrs(study).get(record.WEIGHTS_FOLDER)
     if known is not None and not (folder / f".fmnist-study-{known['token']}").exists():
         raise UsageError(f"--artifact-dir {folder}: study {study.study_name!r} keeps its weights in "
                          f"{known['where']} (where its first worker wrote them), not here; give every "
@@ -76,15 +76,14 @@ def check_shared(study: optuna.Study, folder: Path) -> None:
 
 
 def mark_shared(study: optuna.Study, store: WeightsStore) -> None:
-    storage, study_id = study._storage, study._study_id
-    if record.WEIGHTS_FOLDER in storage.get_study_system_attrs(study_id):
+    if record.WEIGHTS_FOLDER in optuna_api.study_system_attrs(study):
         return
     token = uuid.uuid4().hex
     try:
         (store.folder / f".fmnist-study-{token}").touch()
     except OSError as e:
         raise UsageError(f"--artifact-dir {store.folder}: cannot write ({e.strerror or e})") from None
-    storage.set_study_system_attr(study_id, record.WEIGHTS_FOLDER, {
+    optuna_api.set_study_system_attr(study, record.WEIGHTS_FOLDER, {
         "token": token, "where": f"{socket.gethostname()}:{store.folder.resolve()}"})
     check_shared(study, store.folder)  # two first workers at once: the last token written is the study's
 

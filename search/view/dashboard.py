@@ -17,11 +17,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from space import zoo
 
-from . import hypervolume, record
-from .document import Document
-from .front import front, front_rows, seeds_summary
-from .options import OBJECTIVES
-from .table import pct
+from search.study import record
+from search.view import hypervolume
+from search.view.document import Document
+from search.view.front import front, front_rows, seeds_summary
+from search.view.table import pct
 
 FRONT_GRAPH, CURVES_GRAPH, HV_GRAPH = "front", "front-curves", "hypervolume"  # fixed ids: a new figure replaces the old
 
@@ -82,8 +82,8 @@ def study_note(study: optuna.Study, trials: Sequence[FrozenTrial], members: Sequ
     grows (and why the study stopped, if the rule stopped it), the front and the seeds it dominates."""
     doc = Document(f"fmnist-search study '{study.study_name}'")
     meanings = study.user_attrs.get(record.OBJECTIVE_MEANINGS) or {}
-    objectives = ", ".join(f"{o}: {meanings.get(o, OBJECTIVES.get(o, ('', o))[1])} "
-                           f"({OBJECTIVES.get(o, ('?',))[0]}d)" for o in study.metric_names or [])
+    objectives = ", ".join(f"{o}: {meanings.get(o, record.OBJECTIVES.get(o, ('', o))[1])} "
+                           f"({record.OBJECTIVES.get(o, ('?',))[0]}d)" for o in study.metric_names or [])
     kinds = Counter(record.kind(t) for t in trials)
     doc.paragraph(f"{describe_budget(study.user_attrs.get(record.BUDGET))}. Objectives: {objectives}.")
     doc.paragraph(", ".join(f"{kinds[k]} {k}" for k in ("complete", "pruned", "skipped", "failed", "running", "waiting"))

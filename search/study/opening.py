@@ -13,9 +13,8 @@ from optuna.storages import RDBStorage
 
 from fmnist.errors import UsageError
 
-from . import hypervolume, record
-from .options import OBJECTIVES
-from .storage import SCHEMA_ATTEMPTS
+from search.study import record
+from search.study.storage import SCHEMA_ATTEMPTS
 
 
 def check_study(storage: RDBStorage, name: str, objectives: Sequence[str],
@@ -50,20 +49,26 @@ def open_study(storage: RDBStorage, name: str, objectives: Sequence[str],
         if study.user_attrs.get(record.SCHEMA, 1) < record.SCHEMA_VERSION:
             study.set_user_attr(record.SCHEMA, record.SCHEMA_VERSION)  # its new trials are written so
         record.mark_ours(study)  # a study of an earlier release, recognised by its records
-        hypervolume.keep_reference(study)  # one from before the reference point was stored: now, trials untouched
+        keep_reference(study)  # one from before the reference point was stored: now, its trials untouched
         return study
     try:
         study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
-                                    directions=[OBJECTIVES[o][0] for o in objectives])
+                                    directions=[record.OBJECTIVES[o][0] for o in objectives])
     except optuna.exceptions.DuplicatedStudyError:  # another worker created it since the check
         return check_study(storage, name, objectives, sampler)
     record.mark_ours(study)  # before the objectives are named: a worker that sees those sees this
     study.set_metric_names(list(objectives))
     study.set_user_attr(record.SCHEMA, record.SCHEMA_VERSION)
     # For people reading the study (the dashboard shows study attributes): what each value is.
-    study.set_user_attr(record.OBJECTIVE_MEANINGS, {o: OBJECTIVES[o][1] for o in objectives})
-    hypervolume.keep_reference(study)
+    study.set_user_attr(record.OBJECTIVE_MEANINGS, {o: record.OBJECTIVES[o][1] for o in objectives})
+    keep_reference(study)
     return study
+
+
+def keep_reference(study: optuna.Study) -> None:
+    """The hypervolume's reference point, fixed on the study so that all its figures compare."""
+    if record.HV_REFERENCE not in study.user_attrs:
+        study.set_user_attr(record.HV_REFERENCE, record.HV_REFERENCE_POINT)
 
 
 def load_existing(storage: RDBStorage, name: str) -> optuna.Study:

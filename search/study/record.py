@@ -19,9 +19,9 @@ Trial attributes (absent, never None, where there is no figure: the dashboard so
   rungs      rung_<images>: validation accuracy at that many training images seen (``rung_key``)
   weights    weights_artifact (the weights' artifact id)
   front      hv_gain (how much the trial raised the validation hypervolume of the finished trials
-             when it finished: 0 when it did not enter the front; ``search.hypervolume``)
+             when it finished: 0 when it did not enter the front; ``search.view.hypervolume``)
   history    kept_from (the trial this result was first recorded under: another worker failed it as
-             stale while its worker was paused, not dead; ``search.keep``)
+             stale while its worker was paused, not dead; ``search.study.rescue``)
 Study attributes: budget (the contract every worker trains under), objectives (what each value
 measures), schema (``SCHEMA_VERSION``), hv_reference (the hypervolume's reference point, fixed when
 the study is created), stopped (why --stop-when-flat ended it); in system attributes: fmnist:created_by (the marker that
@@ -34,6 +34,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from fmnist.errors import UsageError
+
+from search.study import optuna_api
 
 SCHEMA_VERSION = 2
 
@@ -55,9 +57,20 @@ RUNG_PREFIX = "rung_"
 # -- study attributes --------------------------------------------------------------------------
 BUDGET, OBJECTIVE_MEANINGS, SCHEMA = "budget", "objectives", "schema"
 HV_REFERENCE = "hv_reference"  # {error, params}: the hypervolume's reference point, fixed at creation
+# ... and its value: 30% error at 5M parameters (every model worth a place on a front is inside it)
+HV_REFERENCE_POINT = {"error": 0.30, "params": 5_000_000}
 STOPPED = "stopped"            # why --stop-when-flat ended the study
 WEIGHTS_FOLDER = "fmnist:weights_folder"  # a system attribute
 CREATED_BY = "fmnist:created_by"          # a system attribute, written when the study is created
+CLAIMS_TABLE = "fmnist_claims"            # our one table beside Optuna's (search.study.claims)
+
+# What a study may optimize: name -> (direction, what it measures); the metric names of our studies.
+OBJECTIVES = {
+    "acc": ("maximize", "validation accuracy"),
+    "params": ("minimize", "trainable parameters"),
+    "flops": ("minimize", "FLOPs per image, forward"),
+    "latency": ("minimize", "measured inference ms per image"),
+}
 
 # The attribute holding each objective's value on a trial (acc is selected on validation accuracy).
 OBJECTIVE_ATTR = {"acc": VAL_ACC, "params": PARAMS, "flops": FLOPS, "latency": LATENCY_MS}
@@ -77,6 +90,13 @@ def worker_of(t: FrozenTrial) -> tuple[str, int | None]:
     """(host, pid) of the worker that trained or is training the trial; ("", None) where unknown."""
     host, _, pid = str(t.user_attrs.get(WORKER, "")).rpartition(":")
     return host, int(pid) if pid.isdigit() else None
+
+
+def family(attrs: dict) -> str:
+    """A trial's network family from its one-line summary: "residual" when it has a skip
+    connection (a ``[...]`` span), else "plain"; "" for a trial without a summary."""
+    text = attrs.get(SUMMARY)
+    return "" if text is None else "residual" if "[" in str(text) else "plain"
 
 
 def is_skipped(t: FrozenTrial) -> bool:
@@ -100,8 +120,7 @@ def spec_text(t: FrozenTrial) -> str | None:
 
 
 def set_spec(trial: optuna.Trial, text: str) -> None:
-    # Optuna has no public setter of a trial's system attributes; its storage API is public.
-    trial.storage.set_trial_system_attr(trial._trial_id, SPEC, text)
+    optuna_api.set_trial_system_attr(trial, SPEC, text)
 
 
 def is_ours(t: FrozenTrial) -> bool:
@@ -112,12 +131,12 @@ def is_ours(t: FrozenTrial) -> bool:
 def keep_final(study: optuna.Study, number: int, figures: dict) -> None:
     """The final training's figures for trial ``number``, where show and the notes find them (a
     study attribute: Optuna does not let a finished trial's attributes change)."""
-    study._storage.set_study_system_attr(study._study_id, f"{FINAL_PREFIX}{number}", figures)
+    optuna_api.set_study_system_attr(study, f"{FINAL_PREFIX}{number}", figures)
 
 
 def finals(study: optuna.Study) -> dict[int, dict]:
     """The final training's figures of every retrained trial, by trial number."""
-    return {int(k[len(FINAL_PREFIX):]): v for k, v in study_system_attrs(study).items()
+    return {int(k[len(FINAL_PREFIX):]): v for k, v in optuna_api.study_system_attrs(study).items()
             if k.startswith(FINAL_PREFIX) and k[len(FINAL_PREFIX):].isdigit() and isinstance(v, dict)}
 
 
@@ -125,7 +144,7 @@ def is_our_study(study: optuna.Study) -> bool:
     """Created by fmnist-search: it carries the marker written at creation, or (a study of a
     release before the marker) our budget record or a trial of ours. Another tool's study with the
     same name, directions and metric names has none of these."""
-    if CREATED_BY in study_system_attrs(study):
+    if CREATED_BY in optuna_api.study_system_attrs(study):
         return True
     budget = study.user_attrs.get(BUDGET)
     if isinstance(budget, dict) and {"epochs", "train_images", "val_images"} <= budget.keys():
@@ -134,13 +153,8 @@ def is_our_study(study: optuna.Study) -> bool:
 
 
 def mark_ours(study: optuna.Study) -> None:
-    if CREATED_BY not in study_system_attrs(study):
-        study._storage.set_study_system_attr(study._study_id, CREATED_BY, {"tool": "fmnist-search"})
-
-
-def study_system_attrs(study: optuna.Study) -> dict:
-    # Optuna keeps a study's system attributes behind its storage API only.
-    return study._storage.get_study_system_attrs(study._study_id)
+    if CREATED_BY not in optuna_api.study_system_attrs(study):
+        optuna_api.set_study_system_attr(study, CREATED_BY, {"tool": "fmnist-search"})
 
 
 def kind(t: FrozenTrial) -> str:

@@ -5,15 +5,10 @@ import optuna
 
 from fmnist.errors import UsageError
 
+from search.study.record import OBJECTIVES
+
 DEFAULT_STUDY = "fmnist"
 
-# name -> (direction, what it measures)
-OBJECTIVES = {
-    "acc": ("maximize", "validation accuracy"),
-    "params": ("minimize", "trainable parameters"),
-    "flops": ("minimize", "FLOPs per image, forward"),
-    "latency": ("minimize", "measured inference ms per image"),
-}
 SAMPLERS = ("tpe", "nsga2", "random")
 MAX_NAME = 128
 

@@ -22,10 +22,12 @@ from fmnist.errors import SpecError
 from space import ModelSpec, build, flops, inference_bytes, param_count, summary, training_bytes, zoo
 from space.sample import WARM_STARTS, fixed, sample
 
-from . import claims, dashboard, hypervolume, keep, reclaim, record, signals
-from .progress import Progress
-from .prune import ParetoPruner, rung_images, rung_val_size
-from .table import pct
+from search import signals
+from search.loop.prune import ParetoPruner, rung_images, rung_val_size
+from search.study import claims, optuna_api, reclaim, record, rescue as keep
+from search.view import dashboard, hypervolume
+from search.view.progress import Progress
+from search.view.table import pct
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ class SearchConfig:
     prune_min_trials: int = 5
     prune_margin: float | None = 0.01  # None: MOASHA's rule alone
     rung_min_images: int = 4000
-    stop_flat: float | None = None  # --stop-when-flat: the fraction of the hypervolume (search.hypervolume)
+    stop_flat: float | None = None  # --stop-when-flat: the fraction of the hypervolume (search.view.hypervolume)
 
 
 def counts_toward_trials(t: FrozenTrial) -> bool:
@@ -157,12 +159,6 @@ def too_big(arch, batch_size: int, device: torch.device, training: bool = True) 
             f"(estimated from the spec), {free / 2**30:.1f} GiB free on {device}")
 
 
-def rdb_engine(study: optuna.Study):
-    """The SQLAlchemy engine under the study's storage (Optuna may put a cache in front of it)."""
-    storage = study._storage
-    return getattr(getattr(storage, "_backend", storage), "engine", None)
-
-
 @functools.lru_cache(maxsize=None)
 def canonical(spec_json: str | None) -> str | None:
     """A stored spec in today's compact form, so that studies written with indented specs still
@@ -183,7 +179,7 @@ class Search:
                  store=None, notes: bool = True):
         self.study, self.config, self.data = study, config, data
         self.notes = notes  # optuna-dashboard's notes and plots, kept current as the study runs
-        self.engine = rdb_engine(study)  # where candidates are claimed (None: an in-memory study)
+        self.engine = optuna_api.engine(study)  # where candidates are claimed (None: an in-memory study)
         self.store = store  # where finished trials' weights go (an Optuna artifact store), or None
         self.progress = progress or Progress(enabled=False)
         self.out = out or self.progress.write
@@ -291,14 +287,15 @@ class Search:
             self.skip(trial, f"too large for this machine: {big}")
         dup = self.duplicate_of(spec_json, trial.number)
         if dup is None and self.engine is not None:  # the check above can race; the claim cannot
-            dup = claims.claim(self.engine, self.study._study_id, spec_json, trial.number, self.released)
+            dup = claims.claim(self.engine, optuna_api.study_id(self.study), spec_json, trial.number, self.released)
         if dup is not None:
             self.skip(trial, f"duplicate of trial {dup}")
 
         model = build(arch, seed=cfg.seed)
         preset = zoo.preset(trial.user_attrs[record.PRESET]) if record.PRESET in trial.user_attrs else None
         reported = preset.reported_acc / 100 if preset and preset.reported_acc is not None else None
-        hook = (self.pruner.hook(trial, sizes, self.rungs, budget, self.deadline, reported)
+        hook = (self.pruner.hook(trial, sizes, self.rungs, budget, self.deadline, reported,
+                                 warm_start=record.WARM_START in trial.user_attrs, family=record.family(trial.user_attrs))
                 if self.pruner else None)
         self.progress.trial_started(trial.number)
         result = fmnist.train(model, self.data, spec.train, seed=cfg.seed, precision=cfg.precision,
@@ -344,7 +341,7 @@ class Search:
         self.progress.trial_finished(study, trials, done, self.config.trials)
         # A worker of this machine killed mid-trial: its trial is failed and queued again now, not
         # when a worker next starts (another machine's is found by its missed heartbeat).
-        for number in reclaim.reclaim_orphans(study, study._storage):
+        for number in reclaim.reclaim_orphans(study, optuna_api.storage(study)):
             self.out(f"trial {number} was left running by a worker that is gone: its configuration is queued again")
         if self.notes and time.monotonic() - self.published >= NOTES_EVERY_S:
             self.publish(trials)

@@ -16,8 +16,8 @@ import torch
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from . import record
-from .artifacts import WeightsStore, store_weights
+from search.study import optuna_api, record
+from search.study.artifacts import WeightsStore, store_weights
 
 
 class Kept:
@@ -47,7 +47,7 @@ class Kept:
     def set_system_attr(self, key: str, value: Any) -> None:
         # Optuna has no public setter of a trial's system attributes; its storage API is public.
         self.system_written[key] = value
-        self.send(lambda: self.trial.storage.set_trial_system_attr(self.trial._trial_id, key, value))
+        self.send(lambda: optuna_api.set_trial_system_attr(self.trial, key, value))
 
     def send(self, write: Callable[[], Any]) -> None:
         """Write to the trial, unless (or until) it has been failed by another worker."""
@@ -74,7 +74,7 @@ class Kept:
         if self.lost:
             return True
         return (self.state is not None
-                and self.trial.storage.get_trial(self.trial._trial_id).state == TrialState.FAIL)
+                and self.trial.storage.get_trial(optuna_api.trial_id(self.trial)).state == TrialState.FAIL)
 
 
 def keep(study: optuna.Study, kept: Kept, store: WeightsStore | None) -> FrozenTrial | None:
@@ -82,9 +82,9 @@ def keep(study: optuna.Study, kept: Kept, store: WeightsStore | None) -> FrozenT
     (the objective had not ended, or ended in an error)."""
     if kept.state is None:
         return None
-    storage, failed = study._storage, kept.trial.storage.get_trial(kept.trial._trial_id)
+    storage, failed = optuna_api.storage(study), kept.trial.storage.get_trial(optuna_api.trial_id(kept.trial))
     # Created running, so that its weights can be listed under it, then ended as the objective was.
-    trial_id = storage.create_new_trial(study._study_id, template_trial=optuna.trial.create_trial(
+    trial_id = storage.create_new_trial(optuna_api.study_id(study), template_trial=optuna.trial.create_trial(
         state=TrialState.RUNNING, params=failed.params, distributions=failed.distributions,
         user_attrs={**kept.user_attrs, record.KEPT_FROM: failed.number},
         system_attrs={k: v for k, v in {**failed.system_attrs, **kept.system_written}.items() if k == record.SPEC}))

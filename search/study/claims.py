@@ -12,11 +12,12 @@ from typing import Callable
 
 import sqlalchemy as sa
 
-from .storage import patient
+from search.study import record
+from search.study.storage import patient
 
 _META = sa.MetaData()
 CLAIMS = sa.Table(
-    "fmnist_claims", _META,
+    record.CLAIMS_TABLE, _META,
     sa.Column("study_id", sa.Integer, primary_key=True),
     sa.Column("spec_key", sa.String(64), primary_key=True),  # sha256 of the canonical spec JSON
     sa.Column("trial_number", sa.Integer, nullable=False),

@@ -23,8 +23,8 @@ from optuna.trial import FrozenTrial
 import fmnist
 from space import ModelSpec, build
 
-from . import record
-from .run import measure_rate
+from search.loop.run import measure_rate
+from search.study import record
 
 MAX_EPOCHS = 300  # --retrain-minutes on a fast machine: more buys little on this data
 

@@ -13,8 +13,11 @@ rung:
   study's cost objectives known from the spec (parameters, FLOPs, or both; parameters when the
   study has neither), so "no more parameters" below reads "no larger in each";
 - the sharper rule the benchmark chose (``margin``, default one point): a trial is also pruned,
-  whatever its place, when one with no more parameters was already ``margin`` more accurate at the
-  same rung (docs/benchmarks.md);
+  whatever its place, when a near-twin with no more parameters was already ``margin`` more
+  accurate at the same rung (docs/benchmarks.md). Near-twins are of one family, plain or residual:
+  a residual network starts slower than a plain one of its size and ends ahead of it (measured:
+  3.8 points behind a smaller plain net at the first rung, ahead at the top), so an early lead of
+  the other family says little about the end;
 - a trial on the rung's front (rank 0) is never pruned: nothing with at most its parameters is
   at least as accurate, so a small model is not pruned just for being less accurate;
 - too few peers at a rung (fewer than ``min_trials``): the decision falls back to the highest rung
@@ -29,8 +32,10 @@ rung:
 - at the first rung, a curve still at chance is pruned whatever the others did;
 - with a deadline, a trial that cannot reach the top rung before it stops at its next rung.
 
-Seed presets go through the same rungs as every candidate, judged by what their own project
-reported rather than by how fast they start: a seed continues while no finished trial with no
+The warm starts are the ladder of known-good designs that the rungs compare against: they are
+pruned only when still at chance, and otherwise trained to the top. Seed presets go through the
+same rungs as every candidate, judged by what their own project reported rather than by how fast
+they start: a seed continues while no finished trial with no
 more parameters has reached the accuracy its project reports, and stops at its next rung once one
 has (a design its own seed trains to 93.6% is not thrown away at 1/80 of its budget for starting
 slowly, nor trained on once it is beaten).
@@ -47,8 +52,8 @@ from optuna.trial import TrialState
 
 import fmnist
 
-from . import record
-from .pareto import nondominated_ranks
+from search.pareto import nondominated_ranks
+from search.study import record
 
 PRUNERS = ("pareto", "none")
 
@@ -75,6 +80,7 @@ class Entry:
     number: int
     costs: tuple[int, ...]  # the study's size objectives known before training (params, FLOPs)
     acc: float
+    family: str = ""        # record.family: near-twins for the margin rule are of one family
 
 
 def no_larger(a: Entry, b: Entry) -> bool:
@@ -98,7 +104,7 @@ def decide(me: Entry, others: list[Entry], factor: int, min_trials: int, margin:
     if mine == 0:
         return None
     if margin is not None:
-        clearly = [e for e in others if no_larger(e, me) and e.acc >= me.acc + margin]
+        clearly = [e for e in others if no_larger(e, me) and e.family == me.family and e.acc >= me.acc + margin]
         if clearly:
             best = max(clearly, key=lambda e: (e.acc, [-c for c in e.costs]))
             return (f"trial {best.number} ({_size(best, names)}; this one {_size(me, names)}) was "
@@ -129,7 +135,7 @@ class ParetoPruner:
 
     def entries_at(self, rung: int, exclude: int) -> list[Entry]:
         key = record.rung_key(rung)
-        return [Entry(t.number, tuple(t.user_attrs[c] for c in self.costs), t.user_attrs[key])
+        return [Entry(t.number, tuple(t.user_attrs[c] for c in self.costs), t.user_attrs[key], record.family(t.user_attrs))
                 for t in self.study.get_trials(deepcopy=False,
                                                states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
                 if key in t.user_attrs and t.number != exclude and all(c in t.user_attrs for c in self.costs)]
@@ -167,7 +173,7 @@ class ParetoPruner:
                 f"validation accuracy, above the {100 * reported:.2f}% this seed's project reports")
 
     def judge(self, number: int, costs: tuple[int, ...], mine: dict[int, float], rungs: list[int],
-              index: int) -> str | None:
+              index: int, family: str = "") -> str | None:
         """Why the trial should stop at rungs[index] (None: continue), given its accuracy at each
         rung passed (``mine``); falls back to lower rungs while this one has too few peers."""
         for j in range(index, -1, -1):
@@ -177,7 +183,7 @@ class ParetoPruner:
             if len(others) + 1 < self.min_trials:
                 continue
             factor = self.factor ** (index - j + 1)
-            reason = decide(Entry(number, costs, mine[rungs[j]]), others, factor, self.min_trials,
+            reason = decide(Entry(number, costs, mine[rungs[j]], family), others, factor, self.min_trials,
                             self.margin, self.costs)
             if reason and j < index:
                 reason += f" (at rung {rungs[j]:,}: too few trials at this one yet)"
@@ -185,12 +191,14 @@ class ParetoPruner:
         return None
 
     def hook(self, trial: optuna.Trial, sizes: dict[str, int], rungs: list[int], budget: int,
-             deadline: float | None = None, reported: float | None = None) -> Callable[[fmnist.Report], str | None]:
+             deadline: float | None = None, reported: float | None = None, warm_start: bool = False,
+             family: str = "") -> Callable[[fmnist.Report], str | None]:
         """The trainer's on_report: records each rung passed and returns a reason to stop, if any.
 
         ``sizes`` holds the trial's value of each cost (params, FLOPs), known from its spec;
         ``budget`` is the top rung; ``deadline`` a time.monotonic() by which training must end;
-        ``reported``: a seed model's accuracy as its project reports it (judged by that instead)."""
+        ``reported``: a seed model's accuracy as its project reports it (judged by that instead);
+        ``warm_start``: one of the ladder (stopped only at chance); ``family``: ``record.family``."""
         costs = tuple(sizes[c] for c in self.costs)
         mine: dict[int, float] = {}
         started = time.monotonic()
@@ -202,10 +210,12 @@ class ParetoPruner:
                 trial.set_user_attr(record.rung_key(rung), report.val_acc)
                 if rung == rungs[0] and report.val_acc < self.at_chance:
                     reason = f"still at chance ({100 * report.val_acc:.1f}% validation accuracy)"
+                elif warm_start:
+                    reason = None
                 elif reported is not None:
                     reason = self.beaten_seed(costs, reported)
                 else:
-                    reason = (self.judge(trial.number, costs, mine, rungs, rungs.index(rung))
+                    reason = (self.judge(trial.number, costs, mine, rungs, rungs.index(rung), family)
                               or self.cannot_catch_up(costs, report.val_acc, rung))
                 if reason:
                     trial.set_user_attr(record.PRUNED_RUNG, rung)

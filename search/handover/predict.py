@@ -13,9 +13,8 @@ from fmnist.data import IMAGE_SIZE
 from fmnist.errors import UsageError, first_line
 from space import ModelSpec, build, param_count
 
-from .artifacts import read_state_dict
-from .run import too_big
-
+from search.loop.run import too_big
+from search.study.artifacts import read_state_dict
 
 # The largest image decoded: a 40-megapixel photo. Larger ones (or a few kB of PNG that claims
 # a huge canvas) are refused before any pixel is decoded.

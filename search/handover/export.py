@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,13 +25,15 @@ from fmnist.errors import UsageError
 from fmnist.metrics import classification_report
 from space import ModelSpec, build, flops, param_count, zoo
 
-from . import figures, final, hypervolume, record, signals, written
-from .artifacts import load_weights, read_state_dict
-from .document import Document
-from .table import pct
-from .dashboard import describe_budget, short_name
-from .front import final_figure, front, seed_verdicts
-from .options import OBJECTIVES
+from search import signals
+from search.handover import final, written
+from search.study import record
+from search.study.artifacts import load_weights, read_state_dict
+from search.view import figures, hypervolume
+from search.view.dashboard import describe_budget, short_name
+from search.view.document import Document
+from search.view.front import final_figure, front, seed_verdicts
+from search.view.table import pct
 
 TOLERANCE = 1e-3  # max |difference| of logits between PyTorch and the exported files
 
@@ -60,13 +61,13 @@ def select(study: optuna.Study, trials: Sequence[int] = (), max_params: int | No
                                   f"only finished trials can be exported")
             chosen.append(all_trials[n])
     elif top is not None:
-        if by not in OBJECTIVES:
-            raise UsageError(f"--by: unknown objective {by!r} (valid: {', '.join(OBJECTIVES)})")
+        if by not in record.OBJECTIVES:
+            raise UsageError(f"--by: unknown objective {by!r} (valid: {', '.join(record.OBJECTIVES)})")
         key = record.OBJECTIVE_ATTR[by]
         ranked = [t for t in finished if t.user_attrs.get(key) is not None]
         if not ranked:
             raise UsageError(f"--by {by}: no finished trial recorded it")
-        sign = -1 if OBJECTIVES[by][0] == "maximize" else 1
+        sign = -1 if record.OBJECTIVES[by][0] == "maximize" else 1
         chosen = sorted(ranked, key=lambda t: (sign * t.user_attrs[key], t.number))[:top]
     else:
         chosen = front(study)
@@ -211,7 +212,7 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
            options: ExportOptions, log: Callable[[str], None] = print, keep: Sequence[Path] = ()) -> list[dict]:
     """Export ``chosen`` into ``out`` (an earlier export there is replaced atomically; anything else
     is refused, see ``check_target``); returns each model's metrics. ``keep``: paths never replaced.
-    With ``options.retrain``, each is first trained again (``search.final``).
+    With ``options.retrain``, each is first trained again (``search.handover.final``).
     """
     check_target(out, keep)  # before any training or loading: refuse at once
     test = ds.test.to(options.device)

@@ -9,7 +9,7 @@ from typing import Sequence, TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from . import record
+from search.study import record
 
 
 def _clock(seconds: float) -> str:

@@ -16,13 +16,13 @@ from pathlib import Path
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage
-
 from optuna.trial import TrialState
 
 from fmnist.errors import UsageError, first_line
 
-from . import signals
-from .reclaim import retry
+from search import signals
+from search.study import optuna_api, record
+from search.study.reclaim import retry
 
 DEFAULT_STORAGE = "sqlite:///studies/fmnist.db"
 STORAGE_ENV = "FMNIST_STORAGE"  # a URL with a password stays off the command line (and out of ps)
@@ -85,7 +85,7 @@ class TrackedStorage(RDBStorage):
         with signals.held():
             trial = super()._create_new_trial(study_id, template_trial)
             if trial.state == TrialState.RUNNING:
-                self.held.add(trial._trial_id)
+                self.held.add(optuna_api.trial_id(trial))
         return trial
 
     def set_trial_state_values(self, trial_id, state, values=None):
@@ -100,8 +100,7 @@ class TrackedStorage(RDBStorage):
 
 def held_trials(study: optuna.Study) -> set[int]:
     """Ids of the trials this process holds in the study's storage (empty for other storages)."""
-    backend = getattr(study._storage, "_backend", study._storage)  # Optuna may put a cache in front
-    return getattr(backend, "held", set())
+    return getattr(optuna_api.backend(study), "held", set())
 
 
 class PatientStorage(TrackedStorage):
@@ -113,16 +112,7 @@ class PatientStorage(TrackedStorage):
     the connection is sent again, which for a new trial can leave one extra trial behind."""
 
 
-# Every call a worker or the dashboard makes, the heartbeat's and the stale-trial check's included.
-for _name in ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
-              "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
-              "get_study_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
-              "get_trial_id_from_study_id_trial_number", "get_trial_number_from_id", "get_trial_param",
-              "get_trial_params", "get_trial_user_attrs", "get_trial_system_attrs", "set_trial_state_values",
-              "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr", "get_trial",
-              "get_all_trials", "get_n_trials", "get_best_trial", "record_heartbeat",
-              # and those Optuna's cache in front of an RDB storage calls
-              "_get_stale_trial_ids", "_create_new_trial", "_get_best_trial_id", "_get_trials", "_set_trial_param"):
+for _name in optuna_api.STORAGE_METHODS:  # every call a worker or the dashboard makes
     setattr(PatientStorage, _name, patient(getattr(TrackedStorage, _name)))
 
 
@@ -157,10 +147,9 @@ def _cannot_open(url: str, e: BaseException) -> UsageError:
     return UsageError(f"--storage {shown(url)}: cannot open ({scrub(first_line(e), url)})")
 
 
-# Optuna's own tables (and Alembic's, which stamps their version), and ours (search.claims).
+# Optuna's own tables (and Alembic's, which stamps their version), and ours (search.study.claims).
 def _known_tables() -> set[str]:
-    from optuna.storages._rdb import models  # the table names are Optuna's; read, never changed
-    return set(models.BaseModel.metadata.tables) | {"alembic_version", "fmnist_claims"}
+    return optuna_api.table_names() | {record.CLAIMS_TABLE}
 
 
 def tables(url: str) -> set[str]:
