@@ -3,7 +3,7 @@ have saved and the hypervolume it would have lost.
 
     python bench/flat_replay.py STORAGE_URL [--study fmnist] [--fractions 0.002 0.005 0.01 0.02]
 
-Walks the study's trials in the order they finished and applies the rule of search/hypervolume.py
+Walks the study's trials in the order they finished and applies the rule of search/view/hypervolume.py
 after each (as the search does after each trial); nothing is written to the study.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from search.study import record
+from search.study import record  # noqa: E402
 from search.view import hypervolume  # noqa: E402
 
 

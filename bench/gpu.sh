@@ -46,7 +46,7 @@ work=$(mktemp -d)
   python3 - "$data" <<'EOF'
 import dataclasses, sys, time
 import fmnist
-from search.loop.run import measure_rate
+from search.loop.plan import measure_rate
 from space.sample import WARM_STARTS, fixed
 spec = fixed(WARM_STARTS[4])
 ds = fmnist.load(sys.argv[1], download=False)

@@ -3,7 +3,7 @@
     python bench/prune_replay.py --storage sqlite:///PRUNING.db [--margins off,0,0.005,0.01,0.02,0.03]
 
 Each trial of the `pareto` study is judged again at the rungs it reached, against the trials
-before it at the same rung (their stored rung values), with `search.prune.decide` (the chance rule
+before it at the same rung (their stored rung values), with `search.loop.prune.decide` (the chance rule
 is not replayed). A trial the replayed rule stops sooner than it was stopped is charged the
 images up to that rung; the others keep their stored cost, and only the finished trials still
 kept count toward the hypervolume.

@@ -5,7 +5,7 @@
 The budget is the CLI's: the top rung sized to the minutes (--timeout), rungs below it, warm
 starts first. Hypervolume is in (validation error, log10 params) with reference point (error 0.30,
 5M params); the same on test error is printed beside it for information (never used to select).
-The seed models are compared on their reported accuracy (see search/front.py), so they are not
+The seed models are compared on their reported accuracy (see search/view/front.py), so they are not
 trained here (--no-enqueue-seeds): all the minutes go to the search. bench/side_by_side.py runs
 this against a plain Optuna script.
 """

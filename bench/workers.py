@@ -26,20 +26,18 @@ import time
 from pathlib import Path
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))  # the PostgreSQL test server
 
 import optuna  # noqa: E402
 
-import mariadb  # noqa: E402
-import postgres  # noqa: E402
-from victim import trial_in_training  # noqa: E402
+from search.testing import mariadb, postgres  # noqa: E402
+from search.testing.victim import trial_in_training  # noqa: E402
 from search.study import record  # noqa: E402
 
 STORAGE_LOOP = """
 import sys, time, optuna
 from optuna.distributions import FloatDistribution
 from search.study import claims, record
-from search.loop.run import rdb_engine
+from search.study.optuna_api import engine as rdb_engine
 from search.study.storage import open_storage
 from search.study.opening import open_study
 from search.loop.options import make_sampler

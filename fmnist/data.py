@@ -2,7 +2,7 @@
 
 Selection uses the validation split carved from the 60k training images; the test set is only
 ever reported. The whole set is 47 MB as uint8, so it is moved to the training device once and
-batches are slices of it (see ``fmnist.train``).
+batches are slices of it (see ``fmnist.trainer``).
 """
 from __future__ import annotations
 

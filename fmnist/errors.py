@@ -18,9 +18,6 @@ class UsageError(Exception):
         return f"{self.option}: {message}" if self.option else message
 
 
-FmnistError = UsageError  # the earlier name; kept for code that catches it
-
-
 class DataError(UsageError):
     """A data file is missing or malformed; the message names the file and the fault."""
 

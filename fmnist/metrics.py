@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .data import CLASSES
-from .train import accuracy
+from .trainer import accuracy
 
 
 def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor, classes: int = 10) -> torch.Tensor:

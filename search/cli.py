@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Sequence
 
 from fmnist.errors import UsageError, first_line, flag
-from fmnist.train import DEVICES, PRECISIONS
+from fmnist.trainer import DEVICES, PRECISIONS, device_name
 from space.sample import SPACES
 
 from search import commands
 from search.loop.options import SAMPLERS
+from search.loop import prune
 from search.loop.prune import PRUNERS
 
 
@@ -44,10 +45,10 @@ _positive_int = _int_at_least(1)
 
 
 def _device(text: str) -> str:
-    kind, _, index = text.partition(":")
-    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
-        raise argparse.ArgumentTypeError(f"expected {', '.join(DEVICES)} or cuda:K, got {text!r}")
-    return text
+    try:
+        return device_name(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(e.args[0]) from None
 
 
 def _int_range(lo: int, hi: int):
@@ -158,15 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="finish within this many seconds: trials that cannot reach the top rung in time stop")
     s.add_argument("--pruner", default="pareto", choices=PRUNERS,
                    help="pareto (default): stop candidates dominated at geometric rungs; none")
-    s.add_argument("--prune-factor", type=_int_at_least(2), default=3,
+    s.add_argument("--prune-factor", type=_int_at_least(2), default=prune.FACTOR,
                    help="rung spacing and the fraction kept at each rung, 1/factor (default 3)")
-    s.add_argument("--prune-margin", type=_margin, default=0.01,
+    s.add_argument("--prune-margin", type=_margin, default=prune.MARGIN,
                    help="also prune a trial when one no larger (in the study's params/FLOPs objectives) "
                         "was this much more accurate at the same rung (default 0.01, one point; "
                         "off: MOASHA's rule alone)")
-    s.add_argument("--prune-min-trials", type=_positive_int, default=5,
+    s.add_argument("--prune-min-trials", type=_positive_int, default=prune.MIN_TRIALS,
                    help="trials that must reach a rung before any is pruned there (default 5)")
-    s.add_argument("--rung-min-images", type=_positive_int, default=4000,
+    s.add_argument("--rung-min-images", type=_positive_int, default=prune.FIRST_RUNG_IMAGES,
                    help="the first rung: no rung earlier than this many training images (default 4000)")
     s.add_argument("--stop-when-flat", type=_fraction, nargs="?", const=0.005, metavar="FRACTION",
                    help="end the study when the front's validation hypervolume grew by less than FRACTION of "
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=_positive_int, default=1,
                    help="start this many worker processes on the study (default 1): CPU threads are split "
                         "between them; with several GPUs and --device auto/cuda, one GPU each")
+    s.add_argument("--worker-of", type=_positive_int, help=argparse.SUPPRESS)  # set by --workers: the first worker's pid
     s.add_argument("--worker-id", type=_int_range(0, 9999), default=0,
                    help="this worker's own stream of candidates (the split and training seeds stay --seed's); "
                         "give each worker started by hand a different one (default 0)")

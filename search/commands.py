@@ -8,7 +8,6 @@ import json
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -20,16 +19,18 @@ from tqdm import tqdm
 
 import fmnist
 from fmnist.errors import UsageError
-from fmnist.train import precision_name
+from fmnist.trainer import precision_name
 from space import ModelSpec, build, flops, param_count, zoo
 from space.sample import smallest
 
 from search import signals
 from search.handover import written
 from search.loop import options
-from search.loop.run import (TOP_SECONDS_SHARE, Profile, Search, SearchConfig, enqueue_seeds, enqueue_warm_starts,
-                             pick_profile, reference_arch, reference_rate, too_big)
-from search.study import artifacts, opening as studies, reclaim, record, storage as storages
+from search.loop import workers
+from search.loop.plan import Plan, Profile, pick_profile, reference_rate
+from search.loop.run import Search, enqueue_seeds, enqueue_warm_starts
+from search.loop.trial import too_big
+from search.study import artifacts, opening as studies, record, storage as storages
 from search.view.front import format_counts, format_front
 from search.view.progress import Progress
 from search.view.table import format_table, pct
@@ -57,10 +58,8 @@ def existing_study(args: argparse.Namespace):
     return studies.load_existing(storages.open_storage(args.storage, create=False), args.study)
 
 
-def prepare_data(args: argparse.Namespace) -> fmnist.Splits:
-    """Load, split and move to the device, printing any notice about unofficial files."""
-    device = fmnist.pick_device(args.device)
-    fmnist.pick_precision(device, args.precision)  # reject a bad --precision before loading data
+def load_splits(args: argparse.Namespace, device: torch.device) -> fmnist.Splits:
+    """Load, split and move to ``device``, printing any notice about unofficial files."""
     ds = load_dataset(args)
     return fmnist.make_splits(ds, args.val_size, args.seed, args.train_subset).to(device)
 
@@ -82,9 +81,11 @@ def train(args: argparse.Namespace) -> int:
                           f"{len(fmnist.CLASSES)} classes")
     if args.save:
         check_save(args.save)  # before training: a bad folder must not cost the trained model
-    data = prepare_data(args)
-    fast_kernels(data.train.images.device)
-    big = too_big(spec.arch, min(spec.train.batch_size, len(data.train)), data.train.images.device)
+    device = fmnist.pick_device(args.device)
+    fmnist.pick_precision(device, args.precision)  # a bad --precision refused before the data is loaded
+    data = load_splits(args, device)
+    fast_kernels(device)
+    big = too_big(spec.arch, min(spec.train.batch_size, len(data.train)), device)
     if big:
         raise UsageError(f"{args.preset or args.spec}: too large to train here: {big}")
     model = build(spec.arch, seed=args.seed)
@@ -205,15 +206,15 @@ def estimate(trials: int, top_images: int, rate: float) -> str:
 
 
 def plan_budget(args: argparse.Namespace, device: torch.device, data: fmnist.Splits,
-                contract: dict, rate: Callable[[], float]) -> Profile:
+                contract: studies.Contract, rate: Callable[[], float]) -> Profile:
     """The study's stored budget when it has one (a rerun or another worker keeps it), else a new
     one: --epochs, or sized to --timeout by a brief measurement, or the device's default."""
-    if contract["epochs"] is not None and args.epochs is None:  # the study's own
-        return dataclasses.replace(pick_profile(device), epochs=contract["epochs"])
+    if contract.epochs is not None and args.epochs is None:  # the study's own
+        return dataclasses.replace(pick_profile(device), epochs=contract.epochs)
     return pick_profile(device, args.epochs, args.timeout, len(data.train), rate=rate)
 
 
-def find_study(args: argparse.Namespace, objectives: tuple[str, ...]):
+def find_study(args: argparse.Namespace, objectives: tuple[str, ...], sampler):
     """(storage, study) as they are before this command writes anything: the storage is opened
     only where it already holds Optuna's tables (else None), the study only where it exists."""
     found = storages.tables(args.storage)
@@ -221,89 +222,109 @@ def find_study(args: argparse.Namespace, objectives: tuple[str, ...]):
     if not storages.has_optuna_tables(found):
         return None, None
     storage = storages.open_storage(args.storage, create=False)
-    return storage, studies.check_study(storage, args.study, objectives)
+    return storage, studies.check_study(storage, args.study, objectives, sampler)
+
+
+@dataclasses.dataclass
+class Planned:
+    """What planning a search found and decided, before anything was written."""
+    plan: Plan
+    contract: studies.Contract
+    profile: Profile
+    data: fmnist.Splits
+    device: torch.device
+    precision: str               # as the trainer will run it: bfloat16 or fp32
+    sampler: object
+    folder: Path                 # the weights' artifact folder
+    storage: object | None       # opened already where it holds Optuna's tables
+    existing: object | None      # the study, where it exists
+    rate: Callable[[], float]    # the reference training speed here, measured when first needed
 
 
 def search(args: argparse.Namespace) -> int:
+    """Plan (everything checked, nothing written), open the study once, run it."""
+    # A worker started by --workers prints its trials only; the first worker speaks for the study.
+    say = print if args.worker_of is None else (lambda *a, **k: None)
+    planned = plan_search(args, say)
+    study, store = open_search(args, planned, say)
+    return run_search(args, planned, study, store, say)
+
+
+def plan_search(args: argparse.Namespace, say: Callable[[str], None]) -> Planned:
+    """Every check that can refuse the command, before anything is written: the storage and the
+    study as they are, the contract (a rerun takes the study's), the options, the artifact folder,
+    the data; then the budget, measured here, and the frozen plan."""
     import optuna
     started = time.monotonic()  # --timeout counts from here: loading and planning are part of it
-    # A worker started by --workers prints its trials only; the first worker speaks for the study.
-    say = print if WORKER_OF not in os.environ else (lambda *a, **k: None)
     objectives = options.parse_objectives(args.objective)
-    # Every check that can refuse the command runs before anything is written: no database, no
-    # study, no folder is left behind by a refused command.
     storages.check_url(args.storage)
-    storage, existing = find_study(args, objectives)
+    given = {"split_seed": args.seed, "val_images": args.val_size, "train_subset": args.train_subset,
+             "epochs": args.epochs, "space": args.space}
+    storage, existing = find_study(args, objectives, None)
     stored = existing.user_attrs.get(record.BUDGET) if existing is not None else None
-    contract = studies.resolve_contract(args.study, stored, {
-        "split_seed": args.seed, "val_images": args.val_size, "train_subset": args.train_subset,
-        "epochs": args.epochs, "space": args.space})
-    args.seed, args.val_size, args.train_subset, space = (contract["split_seed"], contract["val_images"],
-                                                          contract["train_subset"], contract["space"])
+    contract = studies.resolve_contract(args.study, stored, given)
+    args.seed, args.val_size, args.train_subset = contract.split_seed, contract.val_images, contract.train_subset
     if existing is not None and stored:
-        say(f"continuing study {args.study!r} with its own split and budget: {studies.describe_contract(contract)}")
-    if "acc" in objectives and args.val_size == 0:
-        raise UsageError("--val-size 0: the acc objective is validation accuracy, so selection needs "
-                          "validation images (the test set is never used to choose)")
-    least = smallest(space)
-    for flag, limit, size, name in (("--max-params", args.max_params, param_count(least), "parameters"),
-                                    ("--max-flops", args.max_flops, flops(least), "FLOPs")):
-        if limit is not None and limit < size:
-            raise UsageError(f"{flag} {limit:,}: no candidate fits; the {space} space's smallest model "
-                              f"has {size:,} {name}")
+        say(f"continuing study {args.study!r} with its own split and budget: {contract.describe()}")
+    check_search(args, objectives, contract.space)
     folder = artifacts.artifact_dir(args.storage, args.artifact_dir)
     artifacts.check_folder(folder)
     if existing is not None:
         artifacts.check_shared(existing, folder)
     sampler = options.make_sampler(args.sampler, options.worker_seed(args.seed, args.worker_id))
+    if existing is not None:
+        existing.sampler = sampler
     if args.workers > 1 and args.device in ("auto", "cuda") and torch.cuda.device_count() > 1:
         args.device = f"cuda:{args.worker_id % torch.cuda.device_count()}"  # one GPU per worker
     device = fmnist.pick_device(args.device)
-    check_workers(args)
-    data = prepare_data(args)
+    precision = precision_name(fmnist.pick_precision(device, args.precision))  # a bad one refused before the data
+    workers.check_workers(args)
+    data = load_splits(args, device)
     fast_kernels(device)
     # We print our own line per trial; Optuna's warning for an interrupted trial carries a traceback.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     rate = functools.cache(lambda: reference_rate(data, args.precision, args.seed))  # measured when needed
     profile = plan_budget(args, device, data, contract, rate)
+    plan = Plan.of(args, objectives, contract.space, profile, rate,
+                   None if args.timeout is None else max(1.0, args.timeout - (time.monotonic() - started)))
+    return Planned(plan, contract, profile, data, device, precision, sampler, folder, storage, existing, rate)
 
-    # -- from here on, the command writes --
-    storage = storage or storages.open_storage(args.storage)
-    study = studies.open_study(storage, args.study, objectives, sampler)
+
+def open_search(args: argparse.Namespace, p: Planned, say: Callable[[str], None]):
+    """The study opened against the plan, once: created with its budget where it is new; its
+    weights folder. From here on, the command writes."""
+    storage = p.storage or storages.open_storage(args.storage)
+    study = studies.open_study(storage, args.study, p.plan.objectives, p.sampler, p.existing)
     if record.BUDGET not in study.user_attrs:
-        budget = {"profile": profile.name, "epochs": profile.epochs, "train_images": len(data.train),
-                  "val_images": len(data.val), "split_seed": args.seed, "space": space}
-        study.set_user_attr(record.BUDGET, budget | ({"train_subset": args.train_subset} if args.train_subset else {}))
+        budget = record.Budget(epochs=p.profile.epochs, train_images=len(p.data.train), val_images=len(p.data.val),
+                               split_seed=args.seed, space=p.contract.space, profile=p.profile.name,
+                               train_subset=args.train_subset)
+        study.set_user_attr(record.BUDGET, budget.to_dict())
         # Workers that created the study together: the last budget written is the study's; one
         # whose own was overwritten by a different one stops here.
-        studies.resolve_contract(args.study, study.user_attrs[record.BUDGET], {**contract, "epochs": profile.epochs})
-    timed = args.timeout is not None and profile.max_flops is not None  # a CPU with a deadline
-    config = SearchConfig(objectives=objectives, trials=args.trials, epochs=profile.epochs, space=space,
-                          max_params=args.max_params, max_flops=args.max_flops,
-                          profile_max_flops=None if timed else profile.max_flops,
-                          flop_rate=rate() * flops(reference_arch()) if timed else None,
-                          max_top_seconds=args.timeout * TOP_SECONDS_SHARE if timed else None,
-                          timeout=None if args.timeout is None else max(1.0, args.timeout - (time.monotonic() - started)),
-                          seed=args.seed, precision=args.precision, compile=args.compile,
-                          pruner=args.pruner, prune_factor=args.prune_factor,
-                          prune_min_trials=args.prune_min_trials, prune_margin=args.prune_margin,
-                          rung_min_images=args.rung_min_images, stop_flat=args.stop_when_flat)
-    store = artifacts.open_store(folder)
+        studies.resolve_contract(args.study, study.user_attrs[record.BUDGET],
+                                 {**dataclasses.asdict(p.contract), "epochs": p.profile.epochs})
+    store = artifacts.open_store(p.folder)
     artifacts.mark_shared(study, store)
     if storages.sqlite_path(args.storage) is None and not args.artifact_dir:
         say(f"note: weights go to {store.folder} on this machine; with workers on other machines, give "
             f"every worker the same shared --artifact-dir so that export-best finds all of them")
-    runner = Search(study, config, data, progress=Progress(enabled=not args.quiet), store=store)
-    say(profile.describe(len(data.train), len(data.val), runner.rungs if args.pruner != "none" else [])
-          + f"; space {space}; {device}, {precision_name(fmnist.pick_precision(device, args.precision))}")
+    return study, store
+
+
+def run_search(args: argparse.Namespace, p: Planned, study, store, say: Callable[[str], None]) -> int:
+    """The loop, with the other workers of --workers beside it; one path for an interrupt."""
+    runner = Search(study, p.plan, p.data, progress=Progress(enabled=not args.quiet), store=store)
+    say(p.profile.describe(len(p.data.train), len(p.data.val), runner.rungs if args.pruner != "none" else [])
+        + f"; space {p.contract.space}; {p.device}, {p.precision}")
     left = max(0, args.trials - runner.done())
     if args.timeout is None and left:
-        say(estimate(left, len(data.train) * profile.epochs, rate()))
-    reclaimed = reclaim.reclaim_orphans(study, storage)
+        say(estimate(left, len(p.data.train) * p.profile.epochs, p.rate()))
+    reclaimed = runner.reclaim()
     if reclaimed:
         say(f"trials {', '.join(map(str, reclaimed))} were left running by a process that is gone: "
-              f"marked failed, their configurations queued again")
-    if args.warm_start and space == "stages" and enqueue_warm_starts(study):
+            f"marked failed, their configurations queued again")
+    if args.warm_start and p.contract.space == "stages" and enqueue_warm_starts(study):
         say("queued the stages space's warm starts (a ladder of known-good designs)")
     if args.enqueue_seeds:
         queued = enqueue_seeds(study)
@@ -313,113 +334,36 @@ def search(args: argparse.Namespace) -> int:
     extra = " (parallel workers finishing together can pass the total)" if done > args.trials else ""
     say(f"study {args.study!r} in {storages.shown(args.storage)}: {done} of {args.trials} trials done{extra}")
     # The others start once the study, its budget and its queue exist: they take them as they are.
-    others = start_workers(args) if args.workers > 1 else []
+    others = workers.start_workers(args) if args.workers > 1 else []
     if others:
-        watch(others, lambda: reclaim.reclaim_orphans(study, storage))
+        workers.watch(others, runner.reclaim)
     try:
         runner.run()
-    except KeyboardInterrupt as e:
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the runner released its trials; tell, wait, show
         say(f"\n{signals.said(e)}: finished trials are kept; the interrupted one is queued again. "
-              "Run the same command to continue.")
-        wait_for(others, e)
+            "Run the same command to continue.")
+        workers.wait_for(others, e)
         say(format_front(study))
         return signals.exit_status(e)
-    failed = wait_for(others)
-    if others and reclaim.reclaim_orphans(study, storage):  # a worker killed after this one's last trial
+    failed = workers.wait_for(others)
+    if others and runner.reclaim():  # a worker killed after this one's last trial
         runner.run()
     say(format_counts(study))
     say(format_front(study))
     return 2 if failed else 0
 
 
-def check_workers(args: argparse.Namespace) -> None:
-    """--threads above the cores is only slower (a warning); --workers whose processes would not
-    fit in the memory free now are refused."""
-    cores = os.cpu_count() or 1
-    if args.threads and args.threads > cores:
-        print(f"warning: --threads {args.threads} is more than this machine's {cores} cores; training "
-              f"will be slower, not faster", file=sys.stderr)
-    if args.workers > 1:
-        free = fmnist.available_memory(torch.device("cpu"))
-        if free is not None and args.workers * WORKER_BYTES > free:
-            raise UsageError(f"--workers {args.workers}: each worker process needs about "
-                             f"{WORKER_BYTES / 2**30:.1f} GiB here, and {free / 2**30:.1f} GiB are free; "
-                             f"at most {max(1, int(free // WORKER_BYTES))} fit")
-        if args.workers > cores and not torch.cuda.is_available():
-            print(f"warning: --workers {args.workers} on {cores} cores: workers share the cores, so "
-                  f"each trial is slower", file=sys.stderr)
-
-
-# One worker's resident memory on a CPU: the interpreter with torch loaded, the data set, one
-# model's training (measured: about 0.9 GiB with a mid-sized net; rounded up).
-WORKER_BYTES = 3 * 2**30 // 2
-
-
-WORKER_OF = "FMNIST_SEARCH_WORKER_OF"  # set in the workers --workers starts: the first worker's pid
-
-
-def start_workers(args: argparse.Namespace) -> list[subprocess.Popen]:
-    """Workers 1..N-1 of --workers N: the same command, each with its own --worker-id, quiet, and
-    its share of the CPU threads (this process is worker 0)."""
-    threads = max(1, (args.threads or torch.get_num_threads()) // args.workers)
-    torch.set_num_threads(threads)
-    base = list(args.argv)
-    gpus = torch.cuda.device_count() if args.device.startswith("cuda:") else 0
-    for flag in ("--workers", "--worker-id", "--threads") + (("--device",) if gpus else ()):
-        while flag in base:
-            i = base.index(flag)
-            del base[i:i + 2]
-        base = [a for a in base if not a.startswith(flag + "=")]
-    print(f"starting {args.workers - 1} more worker(s) on the study, {threads} thread(s) each")
-    env = {**os.environ, WORKER_OF: str(os.getpid())}
-    return [subprocess.Popen([sys.executable, "-m", "search.cli", *base, "--quiet", "--worker-id",
-                              str(args.worker_id + k), "--threads", str(threads),
-                              *(["--device", f"cuda:{(args.worker_id + k) % gpus}"] if gpus else [])], env=env)
-            for k in range(1, args.workers)]
-
-
-def watch(workers: list[subprocess.Popen], reclaim_dead: Callable[[], list[int]], every: float = 1.0) -> None:
-    """A background check of the workers this one started: when one dies (kill -9, out of memory),
-    its trial is failed and queued again within a second, not when a worker next finishes a trial."""
-    def loop() -> None:
-        handled: set[int] = set()
-        while True:
-            finished = [w for w in workers if w.poll() is not None]
-            killed = {w.pid for w in finished if w.returncode < 0} - handled
-            if killed:
-                try:
-                    reclaim_dead()
-                except Exception:  # the storage away a moment: the next trial end reclaims it
-                    pass
-                handled |= killed
-            if len(finished) == len(workers):
-                return
-            time.sleep(every)
-
-    threading.Thread(target=loop, name="fmnist-worker-watch", daemon=True).start()
-
-
-def wait_for(workers: list[subprocess.Popen], interrupt: KeyboardInterrupt | None = None) -> list[int]:
-    """Wait for the other workers; the exit codes of those that failed (one killed by a signal is
-    said, not counted: its trial was queued again and the study goes on without it). A SIGTERM
-    reached this worker alone (Ctrl-C in a terminal reaches them all): it is passed on to them."""
-    if isinstance(interrupt, signals.Terminated):
-        for w in workers:
-            if w.poll() is None:
-                w.terminate()
-    codes = []
-    for w in workers:
-        while True:
-            try:
-                code = w.wait()
-                break
-            except KeyboardInterrupt:  # a second signal: let them finish their own way
-                continue
-        if code < 0:
-            print(f"worker {w.pid} was killed (signal {-code}); its trial was queued again")
-        elif code not in (0, 130, 143):
-            codes.append(code)
-    return codes
+def check_search(args: argparse.Namespace, objectives: tuple[str, ...], space: str) -> None:
+    """The search's own options against each other and the space, before anything is written."""
+    if "acc" in objectives and args.val_size == 0:
+        raise UsageError("--val-size 0: the acc objective is validation accuracy, so selection needs "
+                         "validation images (the test set is never used to choose)")
+    least = smallest(space)
+    for flag, limit, size, name in (("--max-params", args.max_params, param_count(least), "parameters"),
+                                    ("--max-flops", args.max_flops, flops(least), "FLOPs")):
+        if limit is not None and limit < size:
+            raise UsageError(f"{flag} {limit:,}: no candidate fits; the {space} space's smallest model "
+                             f"has {size:,} {name}")
 
 
 def show(args: argparse.Namespace) -> int:
@@ -512,8 +456,8 @@ def export_best(args: argparse.Namespace) -> int:
         raise UsageError("--epochs and --retrain-minutes: give one (epochs by hand, or sized to the minutes)")
     out = args.out or Path("exports") / options.folder_safe(args.study)
     folder = artifacts.artifact_dir(args.storage, args.artifact_dir)
-    keep = [folder, *storages.sqlite_files(args.storage)]
-    check_target(out, keep)  # refuse a bad --out before opening anything
+    protected = [folder, *storages.sqlite_files(args.storage)]
+    check_target(out, protected)  # refuse a bad --out before opening anything
     study = existing_study(args)
     chosen = select(study, args.trial, args.max_params, args.top, args.by)
     store = artifacts.open_store(folder)
@@ -521,7 +465,7 @@ def export_best(args: argparse.Namespace) -> int:
     ds = load_dataset(args)
     print(f"exporting {len(chosen)} model(s) of study {args.study!r} to {out}")
     export(study, chosen, out, store, ds, ExportOptions(device, args.precision, args.retrain, args.epochs, args.seed,
-                                                         args.retrain_minutes, args.seeds), keep=keep)
+                                                         args.retrain_minutes, args.seeds), protected=protected)
     print(f"done: {out / 'report.html'} and {out / 'report.md'}")
     return 0
 

@@ -1,15 +1,25 @@
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import write_dataset  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))  # the test-only helpers beside this file (browser, wsgi_server)
+from search.testing.synthetic import write_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def small_study(synth_dir, tmp_path_factory) -> Path:
+    """A small finished study (3 cheap trials) for tests that only read it or are refused by it."""
+    from search.testing.support import run_search
+    db = tmp_path_factory.mktemp("study") / "s.db"
+    assert run_search(synth_dir, db, "--trials", "3", "--no-enqueue-seeds") == 0
+    return db
 
 
 @pytest.fixture(scope="session")
@@ -32,9 +42,9 @@ def real_data_dir() -> Path | None:
 
 
 def _server(kind: str):
-    """A real database server for the session (tests/postgres.py, tests/mariadb.py); skipped, with
+    """A real database server for the session (search/testing/postgres.py, search/testing/mariadb.py); skipped, with
     the reason, where none can be started."""
-    module = __import__(kind)
+    module = importlib.import_module(f"search.testing.{kind}")
     reason = module.why_not()
     if reason:
         pytest.skip(reason)

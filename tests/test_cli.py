@@ -170,6 +170,6 @@ def test_a_model_too_large_for_memory_is_refused_from_its_spec_before_allocating
     assert main(["train", "--spec", str(path), "--data-dir", str(synth_dir), "--val-size", "100", "--quiet"]) == 2
     err = [e for e in capsys.readouterr().err.strip().splitlines() if not e.startswith("notice:")]
     assert len(err) == 1 and "too large to train here: needs about" in err[0] and "GiB free" in err[0]
-    from search.loop.run import too_big
+    from search.loop.trial import too_big
     assert too_big(huge, 256, torch.device("cpu")).startswith("needs about")  # the search skips it, free
     assert too_big(small.arch, 256, torch.device("cpu")) is None

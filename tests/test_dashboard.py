@@ -2,15 +2,21 @@
 Chromium serving a small study."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import urllib.request
+
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
+from wsgi_server import serving
 
+from search.cli import main
 from search.study import record
 from search.view import dashboard
-from search.cli import main
-from wsgi_server import serving
+from search.view.front import seed_label
 
 
 def _trial(state, number_params, val=None, test=None, **attrs):
@@ -78,7 +84,7 @@ def test_the_curves_figure_puts_the_front_on_one_axis(study):
 
 def test_short_seed_labels_are_unique():
     from space import zoo
-    labels = [dashboard.short_name(n) for n in zoo.names()]
+    labels = [seed_label(n) for n in zoo.names()]
     assert len(set(labels)) == len(labels) == 17 and max(map(len, labels)) <= 12
 
 
@@ -112,6 +118,7 @@ def test_the_search_leaves_notes_and_plots_for_the_dashboard(served_study):
 def test_the_real_dashboard_in_chromium_shows_the_note_and_the_log_scale_front(served_study, tmp_path):
     import optuna_dashboard
     from browser import chromium_page
+
     from search.study.storage import open_storage
     study_id = optuna.load_study(study_name="d", storage=f"sqlite:///{served_study}")._study_id
     with serving(optuna_dashboard.wsgi(open_storage(f"sqlite:///{served_study}"))) as base, \
@@ -156,3 +163,37 @@ def test_a_margin_within_the_spread_over_seeds_is_a_tie(study):
     note = dashboard.study_note(study, study.trials)
     assert "ties with (within the spread): " in note and "seed000-cnn2pooling2fully1-c" in note.split("ties with")[1]
     assert "90.65% ± 0.15 (3 seeds, 30 epochs)" in note
+
+
+def test_optuna_dashboard_serves_the_study_over_http(small_study):
+    import optuna_dashboard
+    with serving(optuna_dashboard.wsgi(f"sqlite:///{small_study}")) as base:
+        studies_json = json.loads(urllib.request.urlopen(f"{base}/api/studies", timeout=30).read())
+        (summary,) = [s for s in studies_json["study_summaries"] if s["study_name"] == "s"]
+        detail = json.loads(urllib.request.urlopen(f"{base}/api/studies/{summary['study_id']}", timeout=30).read())
+        assert urllib.request.urlopen(f"{base}/dashboard", timeout=30).status == 200
+    assert detail["objective_names"] == ["acc", "params"]  # from study.set_metric_names
+    assert detail["best_trials"], "the Pareto front is shown"
+    attrs = {a["key"] for t in detail["trials"] for a in t["user_attrs"]}
+    assert {"params", "flops", "test_acc", "test_top5", "curve", "summary", "outcome", "images_per_s"} <= attrs
+    # The spec is a system attribute: as a user attribute it made every row of the trial table tall.
+    assert "spec" not in attrs and "fmnist:spec" not in attrs
+
+
+def test_the_dashboard_command_serves_the_study_on_this_machine(small_study):
+    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "dashboard", "--storage", f"sqlite:///{small_study}",
+                             "--study", "s", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "http://127.0.0.1:" in line and "/dashboard" in line, (line, proc.stderr.read() if proc.poll() else "")
+        base = line.split("http://", 1)[1].split("/dashboard")[0]
+        with urllib.request.urlopen(f"http://{base}/api/studies", timeout=30) as r:
+            studies_json = json.loads(r.read())
+        assert [s["study_name"] for s in studies_json["study_summaries"]] == ["s"]
+        with urllib.request.urlopen(f"http://{base}/dashboard", timeout=30) as r:
+            assert r.status == 200 and b"<html" in r.read().lower()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+

@@ -12,7 +12,7 @@ import pytest
 
 from search.study import record
 from search.view.guard import Policy, guard, is_loopback
-from support import cli, request, small_search
+from search.testing.support import cli, request, small_search
 
 
 @pytest.fixture(scope="module")

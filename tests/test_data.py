@@ -14,7 +14,7 @@ from fmnist import idx
 from fmnist.data import FILES, make_splits, stratified_pick
 from fmnist.errors import DataError
 from search.cli import main
-from synthetic import write_dataset
+from search.testing.synthetic import write_dataset
 
 
 def test_loads_flat_gz_folder_with_a_notice(synth_dir):

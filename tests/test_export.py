@@ -16,7 +16,7 @@ from fmnist.augment import to_input
 from search.study import record
 from search.cli import main
 from space import ModelSpec, build, param_count
-from synthetic import make_images
+from search.testing.synthetic import make_images
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

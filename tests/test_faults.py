@@ -1,5 +1,5 @@
-"""Workers meeting faults, on SQLite and on real PostgreSQL 15 and MariaDB servers (tests/postgres.py,
-tests/mariadb.py; those cases are skipped, with the reason, where a server cannot be started): a worker killed mid-trial,
+"""Workers meeting faults, on SQLite and on real PostgreSQL 15 and MariaDB servers (search/testing/postgres.py,
+search/testing/mariadb.py; those cases are skipped, with the reason, where a server cannot be started): a worker killed mid-trial,
 a worker paused long enough for others to fail its trial as stale, a worker whose trial dies on
 another machine while it trains."""
 from __future__ import annotations
@@ -8,7 +8,6 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -19,15 +18,10 @@ from optuna.trial import TrialState
 import fmnist
 from search.study import reclaim, record, storage as storages
 from search.cli import main
-from victim import trial_in_training
+from search.testing.support import BEAT, GRACE, MAX_FLOPS, search_workers
+from search.testing.victim import trial_in_training
 
-# A worker's heartbeat and the grace after which others fail its trial, shortened for these tests
-# (30 s and 4 min in use) so that a pause of a few seconds makes a trial stale.
-BEAT, GRACE = 1, 3
-SHORT_GRACE = (f"import sys, search.study.storage as s; s.HEARTBEAT_S, s.GRACE_S = {BEAT}, {GRACE}; "
-               f"from search.cli import main; sys.exit(main(sys.argv[1:]))")
 _names = itertools.count()
-MAX_FLOPS = 3_000_000  # cheap candidates only: the others are skipped at no cost
 
 
 @pytest.fixture(params=["sqlite", "pg", "mariadb"])
@@ -36,17 +30,6 @@ def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'faults.db'}"
     return request.getfixturevalue(request.param).create(f"faults{next(_names)}")
-
-
-def search_workers(url: str, synth_dir, tmp_path, study: str, trials: int, epochs: int = 12, workers: int = 2,
-                   short_grace: bool = False) -> subprocess.Popen:
-    """``fmnist-search --workers N`` on ``url``: cheap candidates, no pruning, weights in tmp_path."""
-    start = [sys.executable, "-c", SHORT_GRACE] if short_grace else [sys.executable, "-m", "search.cli"]
-    cmd = [*start, "--data-dir", str(synth_dir), "--storage", url, "--study", study,
-           "--quiet", "--val-size", "100", "--epochs", str(epochs), "--max-flops", str(MAX_FLOPS), "--trials", str(trials),
-           "--no-enqueue-seeds", "--no-warm-start", "--pruner", "none", "--workers", str(workers),
-           "--artifact-dir", str(tmp_path / "weights")]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def training_trial(url: str, proc: subprocess.Popen, not_pid: int | None = None) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from search.study import record
 from search.view import hypervolume, quality
 from search.cli import main
-from support import small_search
+from search.testing.support import small_search
 
 optuna_hv = pytest.importorskip("optuna._hypervolume", reason="Optuna's private hypervolume module moved")
 T0 = datetime.datetime(2026, 12, 1, 12, 0)

@@ -17,12 +17,13 @@ from optuna.trial import TrialState
 import fmnist
 from search import commands
 from search.handover import export
+from search.loop import workers
 from search.study import optuna_api, record
 from search.cli import main
 from space import ArchSpec, ConvBlock, ModelSpec
-from support import cli, small_search
-from synthetic import write_dataset
-from victim import trial_in_training
+from search.testing.support import cli, small_search
+from search.testing.synthetic import write_dataset
+from search.testing.victim import trial_in_training
 
 
 def _one_error(capsys) -> str:
@@ -293,7 +294,7 @@ def test_an_export_marker_made_hostile_is_one_line(tmp_path):
 
 def test_threads_above_the_cores_warn_and_workers_beyond_memory_are_refused(synth_dir, tmp_path, capsys, monkeypatch):
     url = f"sqlite:///{tmp_path / 'x.db'}"
-    monkeypatch.setattr(commands, "WORKER_BYTES", 2**50)
+    monkeypatch.setattr(workers, "WORKER_BYTES", 2**50)
     assert small_search(synth_dir, url, "--workers", "2") == 2
     assert "--workers 2: each worker process needs about" in _one_error(capsys)
     assert not (tmp_path / "x.db").exists()

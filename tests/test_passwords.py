@@ -1,4 +1,4 @@
-"""A storage password is never printed or written: a real PostgreSQL 15 server (tests/postgres.py)
+"""A storage password is never printed or written: a real PostgreSQL 15 server (search/testing/postgres.py)
 whose role logs in with a password; every line each command prints and every file and study
 attribute it writes is searched for it. The ways to keep it off the command line work too."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from search.study.storage import scrub, shown
-from support import cli
+from search.testing.support import cli
 
 SECRET = "Zebra9Quartz4Secret"
 

@@ -1,44 +1,18 @@
 """A small study on synthetic data, end to end through main(), and what it leaves in the storage."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
-import urllib.request
-
 import optuna
 import pytest
-import sqlalchemy
 from optuna.trial import TrialState
 
 import fmnist
-from search.loop import options
-from search.study import storage as storages
-from search.study import record
-from search.cli import main
-from search.loop.run import Search, SearchConfig, counts_toward_trials
 from space import ModelSpec, flops, param_count
-from wsgi_server import serving
 
-# Cheap candidates only: --max-flops skips the heavy ones before training, at no cost.
-FAST = ["--epochs", "1", "--val-size", "100", "--max-flops", "3000000", "--quiet", "--seed", "1", "--no-warm-start"]
-
-
-def run(synth_dir, db, *extra, study="s"):
-    return main(["--data-dir", str(synth_dir), "--storage", f"sqlite:///{db}", "--study", study,
-                 *FAST, *extra])
-
-
-def load(db, study="s"):
-    return optuna.load_study(study_name=study, storage=f"sqlite:///{db}")
-
-
-@pytest.fixture(scope="module")
-def small_study(synth_dir, tmp_path_factory):
-    db = tmp_path_factory.mktemp("study") / "s.db"
-    assert run(synth_dir, db, "--trials", "3", "--no-enqueue-seeds") == 0
-    return db
+from search.cli import main
+from search.loop import options
+from search.loop.run import counts_toward_trials
+from search.study import record
+from search.testing.support import FAST, load_study as load, run_search as run
 
 
 def test_storage_holds_named_objectives_and_every_attribute(small_study):
@@ -90,59 +64,6 @@ def test_seeds_are_enqueued_once_and_compared(synth_dir, tmp_path, capsys):
     assert len([t for t in load(db).trials if "preset" in t.user_attrs]) == 17  # not queued again
 
 
-KILLED_WORKER = """
-import os, sys, optuna
-from search.loop import options
-from search.study import opening as studies, reclaim, storage as storages
-from space.sample import sample
-storage = storages.open_storage(sys.argv[1])
-study = studies.open_study(storage, "s", ("acc", "params"), options.make_sampler("random", 5))
-trial = study.ask()
-reclaim.mark_worker(trial)
-sample(trial, 1)
-os._exit(9)  # dies like kill -9, mid-trial
-"""
-
-
-def test_a_trial_left_running_by_a_killed_process_is_failed_and_retried(synth_dir, tmp_path, capsys):
-    db = tmp_path / "k.db"
-    proc = subprocess.run([sys.executable, "-c", KILLED_WORKER, f"sqlite:///{db}"], capture_output=True)
-    assert proc.returncode == 9, proc.stderr
-    orphan = load(db).trials[0]
-    assert orphan.state == TrialState.RUNNING
-    assert run(synth_dir, db, "--trials", "2", "--no-enqueue-seeds", "--max-flops", "100000000") == 0
-    assert "left running by a process that is gone" in capsys.readouterr().out
-    study = load(db)
-    assert study.trials[0].state == TrialState.FAIL
-    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == 0]
-    assert len(retried) == 1 and retried[0].params == orphan.params
-    assert retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-def test_ctrl_c_keeps_finished_trials_and_queues_the_interrupted_one(synth_dir, tmp_path, monkeypatch):
-    db = tmp_path / "c.db"
-    real_train, calls = fmnist.train, []
-
-    def interrupt_second(*args, **kwargs):
-        if kwargs.get("evaluate_test", True):  # a trial's training, not the start-up rate measurement
-            calls.append(1)
-            if len(calls) == 2:
-                raise KeyboardInterrupt
-        return real_train(*args, **kwargs)
-
-    monkeypatch.setattr(fmnist, "train", interrupt_second)
-    assert run(synth_dir, db, "--trials", "3", "--no-enqueue-seeds") == 130
-    study = load(db)
-    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    failed = [t for t in study.trials if t.state == TrialState.FAIL]
-    waiting = [t for t in study.trials if t.state == TrialState.WAITING]
-    assert len(done) == 1 and len(failed) == 1 and len(waiting) == 1
-    assert waiting[0].params == failed[0].params
-    monkeypatch.setattr(fmnist, "train", real_train)
-    assert run(synth_dir, db, "--trials", "3", "--no-enqueue-seeds") == 0
-    assert load(db).trials[waiting[0].number].state in (TrialState.COMPLETE, TrialState.PRUNED)
-
-
 def test_an_identical_candidate_is_not_trained_again(synth_dir, tmp_path):
     db = tmp_path / "d.db"
     assert run(synth_dir, db, "--trials", "1", "--no-enqueue-seeds") == 0
@@ -153,116 +74,6 @@ def test_an_identical_candidate_is_not_trained_again(synth_dir, tmp_path):
     copy = load(db).trials[first.number + 1]
     assert copy.params == first.params
     assert copy.user_attrs["skipped"] == f"duplicate of trial {first.number}" and "val_acc" not in copy.user_attrs
-
-
-def test_two_workers_that_drew_the_same_candidate_train_it_once():
-    study = optuna.create_study(directions=["maximize", "minimize"])
-    first, second = study.ask(), study.ask()  # both RUNNING, as in two processes
-    for t in (first, second):
-        t.set_user_attr("spec", "{same}")  # schema 1 kept the spec here; it is read all the same
-    search = Search(study, SearchConfig(), data=None)
-    assert search.duplicate_of("{same}", second.number) == first.number  # the lower number trains it
-    assert search.duplicate_of("{same}", first.number) is None
-
-
-WORKERS = ["--epochs", "1", "--val-size", "100", "--max-flops", "1000000", "--trials", "4",
-           "--rung-min-images", "100", "--prune-min-trials", "3", "--quiet"]
-
-
-def test_two_workers_started_together_share_one_new_study(synth_dir, tmp_path):
-    db = tmp_path / "w.db"  # does not exist yet: both race to create its tables and the study
-    argv = [sys.executable, "-m", "search.cli", "--data-dir", str(synth_dir), "--storage", f"sqlite:///{db}",
-            "--study", "w", *WORKERS]
-    procs = [subprocess.Popen([*argv, "--worker-id", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i in (1, 2)]
-    for p in procs:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
-    trials = load(db, "w").trials
-    assert not [t for t in trials if t.state == TrialState.FAIL]
-    assert 4 <= sum(counts_toward_trials(t) for t in trials) <= 5  # the other may be mid-trial at the end
-    trained_presets = [t.user_attrs["preset"] for t in trials if "preset" in t.user_attrs
-                       and t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "skipped" not in t.user_attrs]
-    assert trained_presets and len(trained_presets) == len(set(trained_presets))
-
-
-POPPER = """
-import sys, optuna
-from optuna.trial import TrialState
-from search.study.storage import open_storage
-study = optuna.load_study(study_name="q", storage=open_storage(sys.argv[1]))
-while True:
-    trial = study.ask()  # takes the next enqueued trial, or makes a new one when none is left
-    if trial.number >= int(sys.argv[2]):
-        study.tell(trial, state=TrialState.FAIL)
-        break
-    print(trial.number)
-"""
-
-
-def test_workers_never_take_the_same_enqueued_trial(tmp_path):
-    url, queued = f"sqlite:///{tmp_path / 'q.db'}", 60
-    study = optuna.create_study(study_name="q", storage=url)
-    for i in range(queued):
-        study.enqueue_trial({"x": i}, skip_if_exists=False)
-    procs = [subprocess.Popen([sys.executable, "-c", POPPER, url, str(queued)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
-    taken = []
-    for p in procs:
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-        taken += [int(n) for n in out.split()]
-    assert sorted(taken) == list(range(queued))  # each exactly once: none lost, none run twice
-
-
-def test_a_lost_race_to_create_the_tables_is_retried(tmp_path, monkeypatch):
-    real, calls = storages.TrackedStorage, []
-
-    def lose_first_race(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            raise sqlalchemy.exc.OperationalError("CREATE TABLE studies", {}, "table studies already exists")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(storages, "TrackedStorage", lose_first_race)
-    storage = storages.open_storage(f"sqlite:///{tmp_path / 'race.db'}")
-    assert len(calls) == 2 and optuna.get_all_study_names(storage) == []
-
-
-OPENER = """
-import os, sys, time
-from pathlib import Path
-from search.study.storage import open_storage
-ready, n = Path(sys.argv[2]), int(sys.argv[3])
-(ready / str(os.getpid())).touch()
-while len(list(ready.iterdir())) < n:  # a barrier: every process has imported everything
-    time.sleep(0.001)
-open_storage(sys.argv[1])
-"""
-
-
-def test_workers_opening_a_new_database_at_once_all_succeed(tmp_path):
-    """The start-up race of issue 12 (UNIQUE constraint failed: alembic_version.version_num, or
-    'table already exists'): six processes, three rounds, each on a database that does not exist yet."""
-    for round_ in range(3):
-        url = f"sqlite:///{tmp_path / f'new{round_}.db'}"
-        ready = tmp_path / f"ready{round_}"
-        ready.mkdir()
-        procs = [subprocess.Popen([sys.executable, "-c", OPENER, url, str(ready), "6"], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]
-        for p in procs:
-            _, err = p.communicate(timeout=120)
-            assert p.returncode == 0, err
-
-
-def test_a_storage_that_keeps_failing_is_one_line(tmp_path, monkeypatch):
-    def always_locked(*args, **kwargs):
-        raise sqlalchemy.exc.OperationalError("BEGIN", {}, "database is locked")
-
-    monkeypatch.setattr(storages, "TrackedStorage", always_locked)
-    monkeypatch.setattr(storages.time, "sleep", lambda s: None)
-    with pytest.raises(storages.UsageError, match="cannot open .*database is locked"):
-        storages.open_storage(f"sqlite:///{tmp_path / 'locked.db'}")
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -303,22 +114,8 @@ def test_data_folder_without_files_is_one_line(tmp_path, capsys):
 
 def test_show_unknown_study_is_one_line(small_study, capsys):
     assert main(["show", "--storage", f"sqlite:///{small_study}", "--study", "nope"]) == 2
-    assert "no such study" in capsys.readouterr().err and "s" in capsys.readouterr().err + "s"
-
-
-def test_optuna_dashboard_serves_the_study_over_http(small_study):
-    import optuna_dashboard
-    with serving(optuna_dashboard.wsgi(f"sqlite:///{small_study}")) as base:
-        studies_json = json.loads(urllib.request.urlopen(f"{base}/api/studies", timeout=30).read())
-        (summary,) = [s for s in studies_json["study_summaries"] if s["study_name"] == "s"]
-        detail = json.loads(urllib.request.urlopen(f"{base}/api/studies/{summary['study_id']}", timeout=30).read())
-        assert urllib.request.urlopen(f"{base}/dashboard", timeout=30).status == 200
-    assert detail["objective_names"] == ["acc", "params"]  # from study.set_metric_names
-    assert detail["best_trials"], "the Pareto front is shown"
-    attrs = {a["key"] for t in detail["trials"] for a in t["user_attrs"]}
-    assert {"params", "flops", "test_acc", "test_top5", "curve", "summary", "outcome", "images_per_s"} <= attrs
-    # The spec is a system attribute: as a user attribute it made every row of the trial table tall.
-    assert "spec" not in attrs and "fmnist:spec" not in attrs
+    err = capsys.readouterr().err
+    assert "--study 'nope': no such study in this storage (studies: s)" in err
 
 
 def test_objective_names_parse():
@@ -354,29 +151,6 @@ def test_timeout_stops_starting_trials(synth_dir, tmp_path):
     assert 1 <= sum(counts_toward_trials(t) for t in load(db).trials) < 1000
 
 
-def test_live_status_line_on_a_terminal(small_study):
-    import io
-
-    from search.view.progress import Progress
-
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
-
-    term, log = Terminal(), io.StringIO()
-    progress = Progress(enabled=True, stream=term, out=log)
-    progress.trial_started(7)
-    study = load(small_study)
-    progress.trial_finished(study, study.trials, 3, 10)
-    progress.write("trial 7: done")
-    progress.close()
-    assert "3/10 done" in term.getvalue() and "front" in term.getvalue() and "ETA" in term.getvalue()
-    assert log.getvalue() == "trial 7: done\n"
-    quiet = Terminal()
-    Progress(enabled=False, stream=quiet, out=io.StringIO()).trial_started(1)
-    assert quiet.getvalue() == ""
-
-
 def test_every_complete_trial_reached_the_top_rung_and_seeds_are_pruned_like_any_other(synth_dir, tmp_path):
     db = tmp_path / "top.db"
     assert main(["--data-dir", str(synth_dir), "--storage", f"sqlite:///{db}", "--study", "s", "--quiet",
@@ -397,8 +171,10 @@ def test_every_complete_trial_reached_the_top_rung_and_seeds_are_pruned_like_any
 
 def test_warm_starts_are_queued_once_and_are_points_of_the_space():
     from optuna.trial import FixedTrial
-    from search.loop.run import enqueue_warm_starts
+
     from space.sample import WARM_STARTS, sample
+
+    from search.loop.run import enqueue_warm_starts
     study = optuna.create_study(directions=["maximize", "minimize"])
     assert enqueue_warm_starts(study) == len(WARM_STARTS) and enqueue_warm_starts(study) == 0
     sizes = [param_count(sample(FixedTrial(p), 1).arch) for p in WARM_STARTS]
@@ -407,7 +183,8 @@ def test_warm_starts_are_queued_once_and_are_points_of_the_space():
 
 def test_the_budget_follows_the_timeout_and_is_kept_by_the_study(synth_dir, tmp_path, capsys):
     import torch
-    from search.loop.run import MAX_EPOCHS, TOP_RUNG_SHARE, pick_profile
+
+    from search.loop.plan import MAX_EPOCHS, TOP_RUNG_SHARE, pick_profile
     cpu = torch.device("cpu")
     assert pick_profile(cpu).epochs == 10 and pick_profile(cpu, epochs=3).epochs == 3
     # 50,000 images at 5,000 images/s: 10 s per epoch; an hour holds 16 top rungs of 22.5 epochs
@@ -423,42 +200,6 @@ def test_the_budget_follows_the_timeout_and_is_kept_by_the_study(synth_dir, tmp_
     assert "--epochs 2: study 's' was created with --epochs 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag, value, stored", [("--seed", "2", "--seed 1"), ("--val-size", "50", "--val-size 100"),
-                                                 ("--train-subset", "300", "--train-subset not given")])
-def test_a_worker_with_another_split_is_refused_in_one_line(synth_dir, small_study, flag, value, stored, capsys):
-    """A study is a contract: every worker trains on the same split, subset and budget."""
-    before = len(load(small_study).trials)
-    capsys.readouterr()
-    argv = ["--data-dir", str(synth_dir), "--storage", f"sqlite:///{small_study}", "--study", "s",
-            *FAST]
-    i = argv.index(flag) if flag in argv else None
-    if i is not None:
-        argv[i + 1] = value
-    else:
-        argv += [flag, value]
-    assert main([*argv, "--trials", "9"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"{flag} {value}: study 's' was created with {stored};" in err, err
-    assert len(load(small_study).trials) == before  # nothing written
-
-
-def test_a_worker_keeping_weights_in_another_folder_is_refused_in_one_line(synth_dir, tmp_path, capsys):
-    """Issue 10: a worker on another machine kept weights in its own folder, out of export-best's
-    reach. The study remembers its folder; a worker that cannot see it is refused before it trains."""
-    db, shared, local = tmp_path / "a.db", tmp_path / "shared", tmp_path / "local"
-    assert run(synth_dir, db, "--trials", "1", "--no-enqueue-seeds", "--artifact-dir", str(shared)) == 0
-    before = len(load(db).trials)
-    capsys.readouterr()
-    assert run(synth_dir, db, "--trials", "2", "--no-enqueue-seeds", "--artifact-dir", str(local)) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"--artifact-dir {local}: study 's' keeps its weights in " in err, err
-    assert f":{shared.resolve()} (where its first worker wrote them)" in err
-    assert len(load(db).trials) == before and not local.exists()  # nothing written
-    (shared.parent / "mounted-here").symlink_to(shared)  # the same folder, mounted elsewhere
-    assert run(synth_dir, db, "--trials", "2", "--no-enqueue-seeds", "--artifact-dir",
-               str(shared.parent / "mounted-here")) == 0
-
-
 def test_a_search_without_validation_images_is_refused_at_once(synth_dir, tmp_path, capsys):
     assert main(["--data-dir", str(synth_dir), "--storage", f"sqlite:///{tmp_path / 'v.db'}", "--val-size", "0",
                  "--trials", "2", "--quiet"]) == 2
@@ -466,178 +207,8 @@ def test_a_search_without_validation_images_is_refused_at_once(synth_dir, tmp_pa
     assert len(err) == 1 and "--val-size 0" in err[0] and not (tmp_path / "v.db").exists()
 
 
-def test_the_duration_of_a_study_is_estimated_up_front():
-    from search.commands import estimate
-    line = estimate(200, 750_000, 5000.0)  # 150 s per top rung; 200 trials of a fifth of it each
-    assert "about 150 s" not in line and "about 2 min" in line and "roughly 1.7 h" in line
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 3 MB tmpfs (needs the right to mount, as root in CI's sandbox; skipped elsewhere)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True).returncode:
-        pytest.skip("cannot mount a small tmpfs here (not root, or no mount in this sandbox)")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
-
-
-def fill(disk):
-    """Take every byte left on ``disk`` with one file, disk/filler."""
-    with open(disk / "filler", "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-
-
-def test_a_full_disk_mid_study_is_one_line_and_keeps_what_was_finished(small_disk, synth_dir, capsys):
-    db = small_disk / "full.db"
-    assert run(synth_dir, db, "--trials", "1", "--no-enqueue-seeds") == 0
-    before = {t.number: t.values for t in load(db).trials if t.state == TrialState.COMPLETE}
-    assert before
-    fill(small_disk)
-    capsys.readouterr()
-    assert run(synth_dir, db, "--trials", "4", "--no-enqueue-seeds") == 2
-    err = [e for e in capsys.readouterr().err.strip().splitlines() if not e.startswith("notice:")]
-    assert len(err) == 1 and err[0].startswith("fmnist-search: error:"), err
-    (small_disk / "filler").unlink()
-    study = load(db)
-    assert {t.number: t.values for t in study.trials if t.number in before} == before
-    assert not [t for t in study.trials if t.state == TrialState.RUNNING] or run(
-        synth_dir, db, "--trials", "2", "--no-enqueue-seeds") == 0  # a rerun reclaims what the fault left
-    assert not [t for t in load(db).trials if t.state == TrialState.RUNNING]
-
-
-def _rows(db):
-    """The trials table, read with a connection closed at once (an open one keeps the disk busy)."""
-    import sqlite3
-    con = sqlite3.connect(db)
-    try:
-        return con.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
-    finally:
-        con.close()
-
-
-def test_a_study_on_a_read_only_disk_is_one_line_and_unharmed(small_disk, synth_dir):
-    db = small_disk / "ro.db"
-    first = subprocess.run([sys.executable, "-m", "search.cli", "--data-dir", str(synth_dir), "--storage",
-                            f"sqlite:///{db}", "--study", "s", *FAST, "--trials", "1", "--no-enqueue-seeds"],
-                           capture_output=True, text=True)
-    assert first.returncode == 0, first.stderr
-    before = _rows(db)
-    assert subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], capture_output=True).returncode == 0
-    try:
-        again = subprocess.run([sys.executable, "-m", "search.cli", "--data-dir", str(synth_dir), "--storage",
-                                f"sqlite:///{db}", "--study", "s", *FAST, "--trials", "3", "--no-enqueue-seeds"],
-                               capture_output=True, text=True)
-    finally:
-        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], capture_output=True)
-    err = [e for e in again.stderr.strip().splitlines() if not e.startswith("notice:")]
-    assert again.returncode == 2 and len(err) == 1 and err[0].startswith("fmnist-search: error:"), again.stderr
-    assert "read" in err[0].lower() and "Traceback" not in again.stderr
-    assert _rows(db) == before
-
-
-def test_an_export_onto_a_full_disk_is_one_line_and_leaves_nothing(small_disk, small_study, synth_dir, capsys):
-    fill(small_disk)
-    capsys.readouterr()
-    assert main(["export-best", "--storage", f"sqlite:///{small_study}", "--study", "s", "--data-dir", str(synth_dir),
-                 "--out", str(small_disk / "export")]) == 2
-    err = [e for e in capsys.readouterr().err.strip().splitlines() if not e.startswith("notice:")]
-    assert len(err) == 1 and "--out" in err[0] and "nothing was replaced" in err[0], err
-    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
-
-
-def test_the_eta_counts_the_seeds_still_queued():
-    import io
-
-    from optuna.distributions import FloatDistribution
-
-    from search.view.progress import Progress
-
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
-
-    study = optuna.create_study(directions=["maximize", "minimize"])
-    for i in range(3):  # seeds trained so far: none of them counts toward --trials
-        study.add_trial(optuna.create_trial(state=TrialState.PRUNED, params={"x": 0.5},
-                                            distributions={"x": FloatDistribution(0, 1)},
-                                            user_attrs={"preset": f"seed{i}"}))
-    for i in range(5):
-        study.enqueue_trial({}, user_attrs={"preset": f"later{i}"})
-    term = Terminal()
-    progress = Progress(enabled=True, stream=term, out=io.StringIO())
-    progress.trial_finished(study, study.trials, 0, 10)
-    line = term.getvalue()
-    assert "0/10 done" in line and "ETA -" not in line and "ETA " in line
-
-
-def test_the_dashboard_command_serves_the_study_on_this_machine(small_study):
-    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "dashboard", "--storage", f"sqlite:///{small_study}",
-                             "--study", "s", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert "http://127.0.0.1:" in line and "/dashboard" in line, (line, proc.stderr.read() if proc.poll() else "")
-        base = line.split("http://", 1)[1].split("/dashboard")[0]
-        with urllib.request.urlopen(f"http://{base}/api/studies", timeout=30) as r:
-            studies_json = json.loads(r.read())
-        assert [s["study_name"] for s in studies_json["study_summaries"]] == ["s"]
-        with urllib.request.urlopen(f"http://{base}/dashboard", timeout=30) as r:
-            assert r.status == 200 and b"<html" in r.read().lower()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def test_ctrl_c_in_a_terminal_prints_no_traceback(synth_dir, tmp_path):
-    import signal
-    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "--data-dir", str(synth_dir), "--storage",
-                             f"sqlite:///{tmp_path / 'i.db'}", "--study", "i", "--epochs", "200", "--val-size", "100",
-                             "--trials", "5", "--quiet", "--no-enqueue-seeds"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:  # wait until a trial is training
-        if line.startswith("study 'i'"):
-            break
-    time.sleep(3)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and "interrupted" in out
-
-
-def test_workers_share_one_study_each_with_its_own_candidates(synth_dir, tmp_path, capsys):
-    db = tmp_path / "w.db"
-    assert run(synth_dir, db, "--trials", "6", "--no-enqueue-seeds", "--workers", "2") == 0
-    out = capsys.readouterr().out
-    assert "starting 1 more worker(s) on the study" in out and out.count("the front dominates") == 1
-    study = load(db)
-    trained = [t for t in study.trials if record.was_trained(t)]
-    # How many trials the second worker takes depends on how soon it is up (here, trials take a
-    # moment and a process seconds): what must hold is the total, and nothing trained twice.
-    assert 6 <= sum(counts_toward_trials(t) for t in study.trials) <= 7
-    specs = [record.spec_text(t) for t in trained]
-    assert len(specs) == len(set(specs))  # no candidate trained twice
-    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-
-
-def test_worker_ids_give_their_own_streams_and_keep_the_split():
-    from optuna.distributions import IntDistribution
-    first = [options.make_sampler("tpe", options.worker_seed(7, k)) for k in (0, 0, 1)]
-    draws = []
-    for sampler in first:
-        study = optuna.create_study(sampler=sampler)
-        draws.append([study.ask({"x": IntDistribution(0, 10**6)}).params["x"] for _ in range(3)])
-    assert draws[0] == draws[1] != draws[2]  # reproducible per worker, different between workers
-    assert options.worker_seed(7, 0) == 7  # a lone worker's study is what it always was
-
-
-@pytest.mark.parametrize("device, message", [("cuda:x", "expected auto, cpu, cuda or cuda:K"),
-                                             ("tpu:0", "expected auto, cpu, cuda or cuda:K")])
+@pytest.mark.parametrize("device, message", [("cuda:x", "must be one of auto, cpu, cuda or cuda:K"),
+                                             ("tpu:0", "must be one of auto, cpu, cuda or cuda:K")])
 def test_bad_devices_are_one_line(device, message, capsys):
     assert main(["train", "--preset", "seed003", "--device", device]) == 2
     assert message in capsys.readouterr().err

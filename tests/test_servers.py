@@ -1,4 +1,4 @@
-"""Against real database servers, PostgreSQL 15 and MariaDB (tests/postgres.py, tests/mariadb.py):
+"""Against real database servers, PostgreSQL 15 and MariaDB (search/testing/postgres.py, search/testing/mariadb.py):
 skipped, with the reason, where one cannot be started."""
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import subprocess
 import sys
 import time
 
-from test_faults import search_workers
-from test_search import OPENER
+from search.testing.support import OPENER, search_workers
 
 
 ROUNDS, WORKERS = 3, 6  # six at once reproduce the race on the old code in the first round

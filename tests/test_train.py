@@ -117,7 +117,7 @@ def test_evaluation_at_checkpoints_on_their_own_subsets_and_at_the_end_on_the_wh
 
 
 def test_the_warm_up_is_short_whatever_the_length_of_training():
-    from fmnist.train import WARMUP_IMAGES, lr_factor
+    from fmnist.trainer import WARMUP_IMAGES, lr_factor
     steps = 200 * 60  # 60 epochs of 200 batches
     warm = WARMUP_IMAGES // 256
     assert lr_factor("onecycle", warm - 1, steps, 256) == 1.0 and lr_factor("onecycle", 0, steps, 256) < 0.2

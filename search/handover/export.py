@@ -30,9 +30,8 @@ from search.handover import final, written
 from search.study import record
 from search.study.artifacts import load_weights, read_state_dict
 from search.view import figures, hypervolume
-from search.view.dashboard import describe_budget, short_name
 from search.view.document import Document
-from search.view.front import final_figure, front, seed_verdicts
+from search.view.front import final_figure, front, seed_label, seed_verdicts
 from search.view.table import pct
 
 TOLERANCE = 1e-3  # max |difference| of logits between PyTorch and the exported files
@@ -90,17 +89,17 @@ def _is_within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_target(out: Path, keep: Sequence[Path] = ()) -> None:
+def check_target(out: Path, protected: Sequence[Path] = ()) -> None:
     """Refuse an ``--out`` whose replacement could lose anything export-best did not write.
 
     Allowed: a path that does not exist, an empty folder, or a folder holding an earlier export
     (its marker lists every entry it wrote, and nothing else is there). Never the current folder
-    or one above it, and never a folder holding ``keep`` (the study's database, its artifacts).
+    or one above it, and never a folder holding ``protected`` paths (the study's database, its artifacts).
     """
     target = out.resolve()
     if _is_within(Path.cwd().resolve(), target):
         raise UsageError(f"--out {out}: is the current folder or holds it; export into a new folder")
-    for path in keep:
+    for path in protected:
         if _is_within(Path(path).resolve(), target):
             raise UsageError(f"--out {out}: holds {path}, which export-best must not replace; "
                               f"export into a new folder")
@@ -126,7 +125,7 @@ def _readable_mode() -> int:
     return 0o777 & ~umask
 
 
-def write_atomically(out: Path, fill: Callable[[Path], None], keep: Sequence[Path] = ()) -> None:
+def write_atomically(out: Path, fill: Callable[[Path], None], protected: Sequence[Path] = ()) -> None:
     """Fill a fresh temporary folder beside ``out``, then swap it in; on any failure remove it.
 
     Only what ``check_target`` allows is ever replaced (the caller checks before any work; this
@@ -142,7 +141,7 @@ def write_atomically(out: Path, fill: Callable[[Path], None], keep: Sequence[Pat
     try:
         fill(tmp)
         written.write_manifest(tmp, MARKER, "fmnist-search export-best")
-        check_target(out, keep)  # nothing may have appeared there while the export was written
+        check_target(out, protected)  # nothing may have appeared there while the export was written
         with signals.held():  # an interrupt here must not leave the old export half replaced
             if out.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -209,12 +208,12 @@ class ExportOptions:
 
 
 def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds: fmnist.FashionMNIST,
-           options: ExportOptions, log: Callable[[str], None] = print, keep: Sequence[Path] = ()) -> list[dict]:
+           options: ExportOptions, log: Callable[[str], None] = print, protected: Sequence[Path] = ()) -> list[dict]:
     """Export ``chosen`` into ``out`` (an earlier export there is replaced atomically; anything else
-    is refused, see ``check_target``); returns each model's metrics. ``keep``: paths never replaced.
+    is refused, see ``check_target``); returns each model's metrics. ``protected``: paths never replaced.
     With ``options.retrain``, each is first trained again (``search.handover.final``).
     """
-    check_target(out, keep)  # before any training or loading: refuse at once
+    check_target(out, protected)  # before any training or loading: refuse at once
     test = ds.test.to(options.device)
     example = to_input(ds.test.images[:8])
     amp = fmnist.pick_precision(options.device, options.precision)
@@ -276,7 +275,7 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
                 + f"; its .pt2, ONNX and TorchScript files match PyTorch within {max(checks.values()):.1e}")
         write_report(tmp, study, chosen, results)
 
-    write_atomically(out, fill, keep)
+    write_atomically(out, fill, protected)
     return results
 
 
@@ -289,7 +288,7 @@ def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], r
         trials=[(t.user_attrs[record.PARAMS], t.user_attrs[record.TEST_ACC]) for t in finished],
         front=[(t.user_attrs[record.PARAMS], t.user_attrs[record.TEST_ACC]) for t in finished if t.number in front_numbers],
         exported=[(m["params"], m["test_acc"], folder_name(t)) for t, m in zip(chosen, results)],
-        seeds=[(p.reported_params or p.params, p.reported_acc / 100, short_name(p.name), p.reported_split.startswith("validation"))
+        seeds=[(p.reported_params or p.params, p.reported_acc / 100, seed_label(p.name), p.reported_split.startswith("validation"))
                for p in zoo.PRESETS if p.reported_acc is not None])
     figures.curves_plot(folder / "curves.png", {folder_name(t): m["curve"] for t, m in zip(chosen, results)})
     ref = hypervolume.reference(study)
@@ -301,7 +300,7 @@ def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], r
                   f"objectives {', '.join(study.metric_names or [])}. Models were chosen on validation "
                   f"accuracy; the test accuracy below is only reported.")
     doc.image("front.png", "test accuracy against parameters: trials, front, exported models, seed models")
-    doc.paragraph(f"Budget: {describe_budget(study.user_attrs.get(record.BUDGET))}. Trials stopped at a lower "
+    doc.paragraph(f"Budget: {record.describe_budget(study.user_attrs.get(record.BUDGET))}. Trials stopped at a lower "
                   f"rung (pruned) are not shown; a seed model trained here appears as a trial, its star is the "
                   f"figure its project reports.")
     doc.image("hypervolume.png", "the front's hypervolume against compute, in training images and device-minutes")
@@ -311,7 +310,7 @@ def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], r
     doc.heading("Seed models")
     doc.table(["label", "preset", "seed's model", "params", "reported accuracy", "measured on", "dominated by",
                "tied with"],
-              [[short_name(p.name), p.name, p.seed_model, f"{p.reported_params or p.params:,}",
+              [[seed_label(p.name), p.name, p.seed_model, f"{p.reported_params or p.params:,}",
                 f"{p.reported_acc:.2f}%", p.reported_split,
                 ", ".join(folder_name(t) for t, m in zip(chosen, results) if p.name in m["seeds_dominated"]) or "-",
                 ", ".join(folder_name(t) for t, m in zip(chosen, results) if p.name in m["seeds_tied"]) or "-"]

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial
 import fmnist
 from space import ModelSpec, build
 
-from search.loop.run import measure_rate
+from search.loop.plan import measure_rate
 from search.study import record
 
 MAX_EPOCHS = 300  # --retrain-minutes on a fast machine: more buys little on this data

@@ -13,7 +13,7 @@ from fmnist.data import IMAGE_SIZE
 from fmnist.errors import UsageError, first_line
 from space import ModelSpec, build, param_count
 
-from search.loop.run import too_big
+from search.loop.trial import too_big
 from search.study.artifacts import read_state_dict
 
 # The largest image decoded: a 40-megapixel photo. Larger ones (or a few kB of PNG that claims

@@ -56,9 +56,13 @@ from search.pareto import nondominated_ranks
 from search.study import record
 
 PRUNERS = ("pareto", "none")
+# The defaults, here once (the CLI's flags and the plan take them from here): rungs a factor of 3
+# apart keeping the best third, decisions from 5 trials at a rung, a margin of one point (the
+# benchmark's choice, docs/benchmarks.md), a first rung of at least 4,000 images.
+FACTOR, MIN_TRIALS, MARGIN, FIRST_RUNG_IMAGES = 3, 5, 0.01, 4000
 
 
-def rung_images(budget: int, factor: int = 3, min_images: int = 4000) -> list[int]:
+def rung_images(budget: int, factor: int = FACTOR, min_images: int = FIRST_RUNG_IMAGES) -> list[int]:
     """Rungs below the top in images seen, ascending: budget / factor**k for k = 1, 2, ... while
     at least ``min_images``. The top rung, the whole budget, is the end of training."""
     rungs, k = [], 1
@@ -110,11 +114,11 @@ def decide(me: Entry, others: list[Entry], factor: int, min_trials: int, margin:
             return (f"trial {best.number} ({_size(best, names)}; this one {_size(me, names)}) was "
                     f"{100 * (best.acc - me.acc):.1f} points more accurate at the rung")
     order = sorted(range(n), key=lambda i: (ranks[i], -everyone[i].acc, everyone[i].costs))
-    keep = math.ceil(n / factor)
+    survivors = math.ceil(n / factor)
     position = order.index(n - 1)
-    if position < keep:
+    if position < survivors:
         return None
-    return (f"Pareto rank {mine} ({position + 1}th of {n} at the rung; the best {keep} continue)")
+    return (f"Pareto rank {mine} ({position + 1}th of {n} at the rung; the best {survivors} continue)")
 
 
 CATCH_UP_QUANTILE = 0.75  # of the gains finished trials made from a rung to the top
@@ -127,24 +131,24 @@ def quantile(values: list[float], q: float) -> float:
 
 
 class ParetoPruner:
-    def __init__(self, study: optuna.Study, factor: int = 3, min_trials: int = 5, margin: float | None = 0.01,
-                 costs: tuple[str, ...] = ("params",), chance: float = 0.1, chance_margin: float = 0.05):
+    def __init__(self, study: optuna.Study, factor: int = FACTOR, min_trials: int = MIN_TRIALS, margin: float | None = MARGIN,
+                 cost_names: tuple[str, ...] = ("params",), chance: float = 0.1, chance_margin: float = 0.05):
         self.study, self.factor, self.min_trials, self.margin = study, factor, min_trials, margin
-        self.costs = costs  # user attributes compared as sizes, all set before training
+        self.cost_names = cost_names  # user attributes compared as sizes, all set before training
         self.at_chance = chance + chance_margin
 
     def entries_at(self, rung: int, exclude: int) -> list[Entry]:
         key = record.rung_key(rung)
-        return [Entry(t.number, tuple(t.user_attrs[c] for c in self.costs), t.user_attrs[key], record.family(t.user_attrs))
+        return [Entry(t.number, tuple(t.user_attrs[c] for c in self.cost_names), t.user_attrs[key], record.family(t.user_attrs))
                 for t in self.study.get_trials(deepcopy=False,
                                                states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
-                if key in t.user_attrs and t.number != exclude and all(c in t.user_attrs for c in self.costs)]
+                if key in t.user_attrs and t.number != exclude and all(c in t.user_attrs for c in self.cost_names)]
 
     def finished(self) -> list[tuple[tuple[int, ...], float, dict[int, float]]]:
         """(costs, final validation accuracy, accuracy at each rung) of every finished trial."""
-        return [(tuple(t.user_attrs[c] for c in self.costs), t.user_attrs[record.VAL_ACC], record.rungs_of(t))
+        return [(tuple(t.user_attrs[c] for c in self.cost_names), t.user_attrs[record.VAL_ACC], record.rungs_of(t))
                 for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if record.VAL_ACC in t.user_attrs and all(c in t.user_attrs for c in self.costs)]
+                if record.VAL_ACC in t.user_attrs and all(c in t.user_attrs for c in self.cost_names)]
 
     def cannot_catch_up(self, costs: tuple[int, ...], acc: float, rung: int) -> str | None:
         """Why a trial at ``acc`` on ``rung`` cannot end above a finished trial no larger (None: it may)."""
@@ -157,7 +161,7 @@ class ParetoPruner:
         if not better:
             return None
         c, final = max(better, key=lambda b: b[1])
-        return (f"a finished trial no larger ({_size(Entry(0, c, 0), self.costs)}) reached {100 * final:.1f}%; "
+        return (f"a finished trial no larger ({_size(Entry(0, c, 0), self.cost_names)}) reached {100 * final:.1f}%; "
                 f"this one, at {100 * acc:.1f}% here, would end near {100 * (reach - (self.margin or 0)):.1f}% "
                 f"(finished trials gained up to {100 * quantile(gains, CATCH_UP_QUANTILE):.1f} points from this "
                 f"rung, 3 in 4 of {len(gains)})")
@@ -169,7 +173,7 @@ class ParetoPruner:
         if not better:
             return None
         c, final = max(better, key=lambda b: b[1])
-        return (f"a finished trial no larger ({_size(Entry(0, c, 0), self.costs)}) reached {100 * final:.2f}% "
+        return (f"a finished trial no larger ({_size(Entry(0, c, 0), self.cost_names)}) reached {100 * final:.2f}% "
                 f"validation accuracy, above the {100 * reported:.2f}% this seed's project reports")
 
     def judge(self, number: int, costs: tuple[int, ...], mine: dict[int, float], rungs: list[int],
@@ -184,7 +188,7 @@ class ParetoPruner:
                 continue
             factor = self.factor ** (index - j + 1)
             reason = decide(Entry(number, costs, mine[rungs[j]], family), others, factor, self.min_trials,
-                            self.margin, self.costs)
+                            self.margin, self.cost_names)
             if reason and j < index:
                 reason += f" (at rung {rungs[j]:,}: too few trials at this one yet)"
             return reason
@@ -199,7 +203,7 @@ class ParetoPruner:
         ``budget`` is the top rung; ``deadline`` a time.monotonic() by which training must end;
         ``reported``: a seed model's accuracy as its project reports it (judged by that instead);
         ``warm_start``: one of the ladder (stopped only at chance); ``family``: ``record.family``."""
-        costs = tuple(sizes[c] for c in self.costs)
+        costs = tuple(sizes[c] for c in self.cost_names)
         mine: dict[int, float] = {}
         started = time.monotonic()
 

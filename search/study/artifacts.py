@@ -67,10 +67,10 @@ def check_shared(study: optuna.Study, folder: Path) -> None:
     The first worker leaves a token in the study and a file of that name in its folder
     (``mark_shared``); a worker whose folder lacks the file is refused (on another machine without
     the shared mount, say) before it writes or trains anything."""
-    known = optuna_api.study_system_attrs(study).get(record.WEIGHTS_FOLDER)
-    if known is not None and not (folder / f".fmnist-study-{known['token']}").exists():
+    known = record.WeightsFolder.from_dict(optuna_api.study_system_attrs(study).get(record.WEIGHTS_FOLDER))
+    if known is not None and not (folder / known.file_name()).exists():
         raise UsageError(f"--artifact-dir {folder}: study {study.study_name!r} keeps its weights in "
-                         f"{known['where']} (where its first worker wrote them), not here; give every "
+                         f"{known.where} (where its first worker wrote them), not here; give every "
                          f"worker that folder (a mount shared by all machines) so that export-best finds "
                          f"all of them")
 
@@ -78,20 +78,13 @@ def check_shared(study: optuna.Study, folder: Path) -> None:
 def mark_shared(study: optuna.Study, store: WeightsStore) -> None:
     if record.WEIGHTS_FOLDER in optuna_api.study_system_attrs(study):
         return
-    token = uuid.uuid4().hex
+    mine = record.WeightsFolder(uuid.uuid4().hex, f"{socket.gethostname()}:{store.folder.resolve()}")
     try:
-        (store.folder / f".fmnist-study-{token}").touch()
+        (store.folder / mine.file_name()).touch()
     except OSError as e:
         raise UsageError(f"--artifact-dir {store.folder}: cannot write ({e.strerror or e})") from None
-    optuna_api.set_study_system_attr(study, record.WEIGHTS_FOLDER, {
-        "token": token, "where": f"{socket.gethostname()}:{store.folder.resolve()}"})
+    optuna_api.set_study_system_attr(study, record.WEIGHTS_FOLDER, mine.to_dict())
     check_shared(study, store.folder)  # two first workers at once: the last token written is the study's
-
-
-def save_weights(trial: optuna.Trial, model: torch.nn.Module, store: WeightsStore) -> str:
-    artifact_id = store_weights(model, store, trial)
-    trial.set_user_attr(record.WEIGHTS, artifact_id)
-    return artifact_id
 
 
 def store_weights(model: torch.nn.Module, store: WeightsStore, trial: optuna.Trial | FrozenTrial,

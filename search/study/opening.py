@@ -6,6 +6,7 @@ are checked here; a study that disagrees is refused with one line, before anythi
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import optuna
@@ -42,9 +43,10 @@ def check_study(storage: RDBStorage, name: str, objectives: Sequence[str],
 
 
 def open_study(storage: RDBStorage, name: str, objectives: Sequence[str],
-               sampler: optuna.samplers.BaseSampler) -> optuna.Study:
-    """Load the study ``name`` or create it; refuse one that optimizes other objectives."""
-    study = check_study(storage, name, objectives, sampler)
+               sampler: optuna.samplers.BaseSampler, existing: optuna.Study | None = None) -> optuna.Study:
+    """The study ``name``: ``existing`` (already found and checked by ``check_study``), else created;
+    a study another worker created meanwhile is checked as any existing one."""
+    study = existing
     if study is not None:
         if study.user_attrs.get(record.SCHEMA, 1) < record.SCHEMA_VERSION:
             study.set_user_attr(record.SCHEMA, record.SCHEMA_VERSION)  # its new trials are written so
@@ -83,8 +85,8 @@ def load_existing(storage: RDBStorage, name: str) -> optuna.Study:
     return study
 
 
-# What every worker of a study must agree on: the budget attribute's key -> the flag that sets it
-# and its value when neither the study nor the command gives one. Workers that differed would
+# What every worker of a study must agree on, named as the ``Budget`` names it: the flag that sets
+# it and its value when neither the study nor the command gives one. Workers that differed would
 # compare trials on other validation images or budgets, and the front would mix them.
 CONTRACT = {"split_seed": ("--seed", 0), "val_images": ("--val-size", 10_000),
             "train_subset": ("--train-subset", None), "epochs": ("--epochs", None), "space": ("--space", "stages")}
@@ -92,7 +94,25 @@ CONTRACT = {"split_seed": ("--seed", 0), "val_images": ("--val-size", 10_000),
 BEFORE_THE_KEY = {"train_subset": None, "space": "blocks"}
 
 
-def resolve_contract(name: str, stored: dict | None, given: dict) -> dict:
+@dataclass(frozen=True)
+class Contract:
+    """The split and budget a command runs under: the study's, or for a new study what was given."""
+    split_seed: int
+    val_images: int
+    train_subset: int | None
+    epochs: int | None  # None: not fixed yet (a new study sizes it from --timeout or the device)
+    space: str
+
+    def describe(self) -> str:
+        """As the flags that would give it, for the line a rerun prints."""
+        parts = [f"--seed {self.split_seed}", f"--val-size {self.val_images}",
+                 f"--train-subset {self.train_subset}" if self.train_subset else "all training images"]
+        if self.epochs is not None:
+            parts.append(f"--epochs {self.epochs}")
+        return ", ".join(parts + [f"--space {self.space}"])
+
+
+def resolve_contract(name: str, stored: dict | None, given: dict) -> Contract:
     """The contract this command runs under: for a new study what was given (or the defaults), for
     an existing one the study's own values. A value given that differs from the study's is
     refused in one line; one not given is taken from the study."""
@@ -110,13 +130,4 @@ def resolve_contract(name: str, stored: dict | None, given: dict) -> dict:
                              f"study's, or use another --study; give each worker its own --worker-id for its own "
                              f"candidates)")
         resolved[key] = have
-    return resolved
-
-
-def describe_contract(contract: dict) -> str:
-    """The contract as the flags that would give it, for the line a rerun prints."""
-    parts = [f"--seed {contract['split_seed']}", f"--val-size {contract['val_images']}"]
-    parts.append(f"--train-subset {contract['train_subset']}" if contract["train_subset"] else "all training images")
-    if contract["epochs"] is not None:
-        parts.append(f"--epochs {contract['epochs']}")
-    return ", ".join(parts + [f"--space {contract['space']}"])
+    return Contract(**resolved)

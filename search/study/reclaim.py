@@ -29,13 +29,13 @@ def retry(study: optuna.Study, trial: FrozenTrial) -> None:
     candidate (its parameters, and the preset name of an enqueued seed), not the measurements of
     the attempt that died.
     """
-    history = list(trial.system_attrs.get("retry_history", [])) + [trial.number]
+    history = list(trial.system_attrs.get(record.RETRY_HISTORY, [])) + [trial.number]
     if len(history) > MAX_RETRY:
         return
     study.add_trial(optuna.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
         user_attrs={k: v for k, v in trial.user_attrs.items() if k == record.PRESET},
-        system_attrs={"failed_trial": history[0], "retry_history": history}))
+        system_attrs={record.FAILED_TRIAL: history[0], record.RETRY_HISTORY: history}))
 
 
 def _alive(pid: int) -> bool:
@@ -108,7 +108,7 @@ def watch_stale(study: optuna.Study, say: Callable[[str], None]) -> threading.Ev
         running, last = {t.number for t in trials if t.state == TrialState.RUNNING}, len(trials) - 1
         optuna.storages.fail_stale_trials(study)  # queues each through its callback, ``retry``
         for t in study.get_trials(deepcopy=False)[last + 1:]:
-            failed = t.system_attrs.get("retry_history", [None])[-1]
+            failed = t.system_attrs.get(record.RETRY_HISTORY, [None])[-1]
             if failed in running:
                 say(f"trial {failed} stopped sending heartbeats (its worker is gone): its configuration "
                     f"is queued again as trial {t.number}")

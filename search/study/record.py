@@ -22,13 +22,19 @@ Trial attributes (absent, never None, where there is no figure: the dashboard so
              when it finished: 0 when it did not enter the front; ``search.view.hypervolume``)
   history    kept_from (the trial this result was first recorded under: another worker failed it as
              stale while its worker was paused, not dead; ``search.study.rescue``)
-Study attributes: budget (the contract every worker trains under), objectives (what each value
-measures), schema (``SCHEMA_VERSION``), hv_reference (the hypervolume's reference point, fixed when
-the study is created), stopped (why --stop-when-flat ended it); in system attributes: fmnist:created_by (the marker that
-tells our studies from another tool's), fmnist:weights_folder (the token file every worker's
---artifact-dir must hold, and where the first worker's folder was).
+  retries    in system attributes: failed_trial, retry_history (a configuration queued again after
+             its trial died; ``search.study.reclaim``)
+Study attributes: budget (the contract every worker trains under: ``Budget``), objectives (what
+each value measures), schema (``SCHEMA_VERSION``), hv_reference (the hypervolume's reference point,
+fixed when the study is created), stopped (why --stop-when-flat ended it); in system attributes:
+fmnist:created_by (the marker that tells our studies from another tool's), fmnist:weights_folder
+(``WeightsFolder``: the token file every worker's --artifact-dir must hold, and where the first
+worker's folder was), fmnist:final:<trial number> (export-best --retrain's final training).
 """
 from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -53,6 +59,19 @@ KEPT_FROM = "kept_from"
 FINAL_PREFIX = "fmnist:final:"  # a study system attribute per retrained trial: fmnist:final:<number>
 HV_GAIN = "hv_gain"  # how much the trial raised the front's validation hypervolume (0: not on the front)
 RUNG_PREFIX = "rung_"
+FAILED_TRIAL, RETRY_HISTORY = "failed_trial", "retry_history"  # system attributes of a retried configuration
+
+
+class Outcome(str, enum.Enum):
+    """What became of a trial that ended, as its ``outcome`` attribute says (Optuna records a
+    skipped candidate as PRUNED: the attribute tells them apart)."""
+    COMPLETE = "complete"
+    PRUNED = "pruned"
+    SKIPPED = "skipped"
+
+
+# Every kind of trial in a study, in the order counts are shown (``kind``).
+KINDS = ("complete", "pruned", "skipped", "failed", "running", "waiting")
 
 # -- study attributes --------------------------------------------------------------------------
 BUDGET, OBJECTIVE_MEANINGS, SCHEMA = "budget", "objectives", "schema"
@@ -63,6 +82,60 @@ STOPPED = "stopped"            # why --stop-when-flat ended the study
 WEIGHTS_FOLDER = "fmnist:weights_folder"  # a system attribute
 CREATED_BY = "fmnist:created_by"          # a system attribute, written when the study is created
 CLAIMS_TABLE = "fmnist_claims"            # our one table beside Optuna's (search.study.claims)
+
+@dataclass(frozen=True)
+class Budget:
+    """The contract every worker of a study trains under (the study attribute ``budget``)."""
+    epochs: int                     # the top rung: the whole training split, this many epochs
+    train_images: int
+    val_images: int
+    split_seed: int | None = None   # absent from the earliest budgets
+    space: str = "blocks"           # absent from studies written before spaces were recorded
+    profile: str = ""               # cpu or gpu; absent from the earliest studies
+    train_subset: int | None = None  # --train-subset, when one was given
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None and v != ""}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Budget | None":
+        """The stored budget (None for a study without one, or one this release cannot read)."""
+        try:
+            return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d}) if d else None
+        except TypeError:  # a required key missing
+            return None
+
+    def describe(self) -> str:
+        """The budget every trial of the study was trained with, in a sentence."""
+        profile = f"; {self.profile} profile" if self.profile else ""
+        return (f"every trial that was not stopped early trained on {self.train_images:,} images for "
+                f"{self.epochs} epochs (the top rung{profile}); selection on {self.val_images:,} "
+                f"validation images (split seed {'not recorded' if self.split_seed is None else self.split_seed}); "
+                f"space {self.space}")
+
+
+def describe_budget(stored: dict | None) -> str:
+    budget = Budget.from_dict(stored)
+    return budget.describe() if budget else "budget: not recorded (a study from before budgets were stored)"
+
+
+@dataclass(frozen=True)
+class WeightsFolder:
+    """Where a study's weights are (the study system attribute ``fmnist:weights_folder``): the token
+    whose file every worker's --artifact-dir must hold, and the first worker's host:folder."""
+    token: str
+    where: str
+
+    def file_name(self) -> str:
+        return f".fmnist-study-{self.token}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "WeightsFolder | None":
+        return cls(d["token"], d["where"]) if isinstance(d, dict) and "token" in d and "where" in d else None
+
 
 # What a study may optimize: name -> (direction, what it measures); the metric names of our studies.
 OBJECTIVES = {
@@ -146,8 +219,7 @@ def is_our_study(study: optuna.Study) -> bool:
     same name, directions and metric names has none of these."""
     if CREATED_BY in optuna_api.study_system_attrs(study):
         return True
-    budget = study.user_attrs.get(BUDGET)
-    if isinstance(budget, dict) and {"epochs", "train_images", "val_images"} <= budget.keys():
+    if Budget.from_dict(study.user_attrs.get(BUDGET)) is not None:
         return True
     return any(is_ours(t) for t in study.get_trials(deepcopy=False))
 
@@ -160,7 +232,7 @@ def mark_ours(study: optuna.Study) -> None:
 def kind(t: FrozenTrial) -> str:
     """What became of the trial, in a word: complete, pruned, skipped, failed, running or waiting."""
     if is_skipped(t):
-        return "skipped"
+        return Outcome.SKIPPED.value
     return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
             TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}[t.state]
 

@@ -4,8 +4,9 @@ Other workers fail a trial whose heartbeat has been silent for longer than the g
 queue its configuration again: its worker is presumed dead. A worker that was only paused (its
 process stopped, its machine asleep or cut off from the database for a while) comes back to a FAIL
 trial, and Optuna refuses every write to it, the result included. So a trial's writes go through
-``Kept``, which remembers them; when the trial turns out to have been failed, its result is added
-to the study as a new trial (``record.KEPT_FROM`` names the failed one) with its weights.
+its ``TrialWriter``, which remembers them; when the trial turns out to have been failed, its
+result is added to the study as a new trial (``record.KEPT_FROM`` names the failed one) with its
+weights (``rescue``).
 """
 from __future__ import annotations
 
@@ -20,21 +21,20 @@ from search.study import optuna_api, record
 from search.study.artifacts import WeightsStore, store_weights
 
 
-class Kept:
-    """An optuna.Trial whose attribute writes are remembered, and no longer sent once the trial has
-    been failed by another worker; what the objective ended with, for a successor to carry."""
+class TrialWriter:
+    """Every write of one trial: remembered, and no longer sent once the trial has been failed by
+    another worker; and what the objective ended with, for a successor to carry. ``trial`` is the
+    Optuna trial itself, for sampling and for notes."""
 
     def __init__(self, trial: optuna.Trial):
         self.trial = trial
+        self.number: int = trial.number
         self.written: dict[str, Any] = {}  # user attributes set through this object
         self.system_written: dict[str, Any] = {}
         self.lost = False  # the trial was failed under this worker
         self.state: TrialState | None = None  # how the objective ended: COMPLETE or PRUNED
         self.values: Sequence[float] | None = None
         self.model: torch.nn.Module | None = None  # weights to store, if the store did not get them
-
-    def __getattr__(self, name: str) -> Any:  # number, params, suggest_*, storage, study, ...
-        return getattr(self.trial, name)
 
     @property
     def user_attrs(self) -> dict[str, Any]:
@@ -77,7 +77,7 @@ class Kept:
                 and self.trial.storage.get_trial(optuna_api.trial_id(self.trial)).state == TrialState.FAIL)
 
 
-def keep(study: optuna.Study, kept: Kept, store: WeightsStore | None) -> FrozenTrial | None:
+def rescue(study: optuna.Study, kept: TrialWriter, store: WeightsStore | None) -> FrozenTrial | None:
     """Add the result of ``kept``'s failed trial to the study as a new trial; None if it has none
     (the objective had not ended, or ended in an error)."""
     if kept.state is None:

@@ -8,7 +8,6 @@ when it ends: its figures, or why it was pruned or skipped, and the seed's own f
 """
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime, timezone
 from typing import Mapping, Sequence
 
@@ -18,30 +17,13 @@ from optuna.trial import FrozenTrial, TrialState
 from space import zoo
 
 from search.study import record
+from search.study.record import Outcome
 from search.view import hypervolume
 from search.view.document import Document
-from search.view.front import front, front_rows, seeds_summary
+from search.view.front import counts, front, front_rows, seed_label, seeds_summary
 from search.view.table import pct
 
 FRONT_GRAPH, CURVES_GRAPH, HV_GRAPH = "front", "front-curves", "hypervolume"  # fixed ids: a new figure replaces the old
-
-
-def describe_budget(budget: Mapping | None) -> str:
-    """The budget every trial of the study was trained with, in a sentence."""
-    if not budget:
-        return "budget: not recorded (a study from before budgets were stored)"
-    profile = f"; {budget['profile']} profile" if "profile" in budget else ""
-    return (f"every trial that was not stopped early trained on {budget['train_images']:,} images for "
-            f"{budget['epochs']} epochs (the top rung{profile}); selection on {budget['val_images']:,} "
-            f"validation images (split seed {budget['split_seed']}); space {budget.get('space', 'blocks')}")
-
-
-def short_name(preset: str) -> str:
-    """A seed model's label on a crowded plot: seed000-cnn2pooling2fully1-c -> 0:2p2f-c."""
-    seed, _, model = preset.removeprefix("seed").partition("-")
-    for long, short in (("cnn1pooling1fully1", "1p1f"), ("cnn2pooling2fully1", "2p2f"), ("conv2dsimple", "simple")):
-        model = model.replace(long, short)
-    return f"{int(seed)}" + (f":{model}" if model else "")
 
 
 def seed_line(name: str) -> str:
@@ -55,12 +37,12 @@ def trial_note(attrs: Mapping, outcome: str) -> str:
     a = attrs
     size = (f"{a[record.PARAMS]:,} parameters, {a[record.FLOPS] / 1e6:.2f} MFLOPs"
             if record.PARAMS in a and record.FLOPS in a else "no spec")
-    if outcome == "skipped":
+    if outcome == Outcome.SKIPPED:
         line = f"**Skipped**, not trained: {a.get(record.SKIPPED, 'no reason recorded')}. {size}."
-    elif outcome == "pruned":
+    elif outcome == Outcome.PRUNED:
         line = (f"**Pruned** after {a.get(record.IMAGES_SEEN, 0):,} training images: "
                 f"{a.get(record.PRUNED_REASON, 'no reason recorded')}. {size}.")
-    elif outcome == "complete":
+    elif outcome == Outcome.COMPLETE:
         gain = a.get(record.HV_GAIN)
         moved = ("" if gain is None else f" Entered the front, raising its hypervolume by {gain:.4f}." if gain > 0
                  else " Did not enter the front.")
@@ -84,10 +66,8 @@ def study_note(study: optuna.Study, trials: Sequence[FrozenTrial], members: Sequ
     meanings = study.user_attrs.get(record.OBJECTIVE_MEANINGS) or {}
     objectives = ", ".join(f"{o}: {meanings.get(o, record.OBJECTIVES.get(o, ('', o))[1])} "
                            f"({record.OBJECTIVES.get(o, ('?',))[0]}d)" for o in study.metric_names or [])
-    kinds = Counter(record.kind(t) for t in trials)
-    doc.paragraph(f"{describe_budget(study.user_attrs.get(record.BUDGET))}. Objectives: {objectives}.")
-    doc.paragraph(", ".join(f"{kinds[k]} {k}" for k in ("complete", "pruned", "skipped", "failed", "running", "waiting"))
-                  + f"; updated {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC.")
+    doc.paragraph(f"{record.describe_budget(study.user_attrs.get(record.BUDGET))}. Objectives: {objectives}.")
+    doc.paragraph(f"{counts(trials)}; updated {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC.")
     ref = hypervolume.reference(study)
     steps = hypervolume.history(trials, ref) if steps is None else steps
     doc.paragraph(hypervolume.describe(steps, ref).capitalize() + ".")
@@ -132,7 +112,7 @@ def front_figure(trials: Sequence[FrozenTrial], front_numbers: set[int], budget:
         fig.add_trace(go.Scatter(
             name=f"seed models (their {split} figure)", mode="markers+text",
             x=[p.reported_params or p.params for p in chosen], y=[p.reported_acc / 100 for p in chosen],
-            text=[short_name(p.name) for p in chosen], textfont=dict(size=9),
+            text=[seed_label(p.name) for p in chosen], textfont=dict(size=9),
             textposition=[("top center", "bottom center", "middle right", "middle left")[i % 4] for i in range(len(chosen))],
             marker=dict(symbol=symbol, size=12, color="#ff7f0e"),
             hovertext=[f"{p.name}: {p.seed_model}<br>reports {p.reported_acc:.2f}% ({p.reported_split})<br>"
@@ -164,11 +144,12 @@ def curves_figure(members: Sequence[FrozenTrial]):
     return fig
 
 
-def publish_trial(trial: optuna.Trial, outcome: str) -> None:
-    """The trial's one-line note, written as it ends (a note lives in the study's attributes)."""
+def publish_trial(trial: optuna.Trial, attrs: Mapping, outcome: str) -> None:
+    """The trial's one-line note from its attributes ``attrs``, written as it ends (a note lives in
+    the study's attributes)."""
     from optuna_dashboard import save_note
 
-    save_note(trial, trial_note(trial.user_attrs, outcome))
+    save_note(trial, trial_note(attrs, outcome))
 
 
 def publish_study(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> None:

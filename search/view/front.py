@@ -17,6 +17,14 @@ from search.study import record
 from search.view.table import format_table, pct
 
 
+def seed_label(preset: str) -> str:
+    """A seed model's label on a crowded plot: seed000-cnn2pooling2fully1-c -> 0:2p2f-c."""
+    seed, _, model = preset.removeprefix("seed").partition("-")
+    for long, short in (("cnn1pooling1fully1", "1p1f"), ("cnn2pooling2fully1", "2p2f"), ("conv2dsimple", "simple")):
+        model = model.replace(long, short)
+    return f"{int(seed)}" + (f":{model}" if model else "")
+
+
 def seed_points() -> list[tuple[str, int, float]]:
     """(preset, parameters, reported accuracy) of every seed model with a reported accuracy."""
     return [(p.name, p.reported_params or p.params, p.reported_acc / 100)
@@ -134,8 +142,12 @@ def seeds_trained_here(study: optuna.Study) -> list[str]:
     return lines
 
 
-def format_counts(study: optuna.Study) -> str:
-    trials = study.get_trials(deepcopy=False)
+def counts(trials) -> str:
+    """How many trials of each kind: "3 complete, 1 pruned, 0 skipped, ..." (the terminal and the note)."""
     kinds = Counter(record.kind(t) for t in trials)
-    counts = ", ".join(f"{kinds[k]} {k}" for k in ("complete", "pruned", "skipped", "failed", "running", "waiting"))
-    return f"study {study.study_name!r}: {counts}; objectives {','.join(study.metric_names or [])}"
+    return ", ".join(f"{kinds[k]} {k}" for k in record.KINDS)
+
+
+def format_counts(study: optuna.Study) -> str:
+    return (f"study {study.study_name!r}: {counts(study.get_trials(deepcopy=False))}; "
+            f"objectives {','.join(study.metric_names or [])}")

@@ -1,8 +1,9 @@
 """The trainer: data already on the device, batches are slices, augmentation batched on the device.
 
 Readable top to bottom like airbench: pick device and precision, build optimizer and schedule,
-then the loop. ``fmnist`` knows nothing of Optuna: callers observe training through ``on_report``
-(and may stop it by raising, e.g. optuna.TrialPruned) and ``on_progress`` (for progress bars).
+then the loop. Callers observe training through ``on_report``, which may return a reason to stop
+(a pruner does; the run then ends with that ``stop_reason``), and ``on_progress`` (for progress
+bars).
 """
 from __future__ import annotations
 
@@ -24,11 +25,18 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """auto, cpu, cuda, or cuda:K for the K-th GPU (one worker per GPU)."""
+def device_name(name: str) -> str:
+    """``name`` if it names a device: auto, cpu, cuda, or cuda:K for the K-th GPU (whether that
+    device exists here is ``pick_device``'s to say)."""
     kind, _, index = name.partition(":")
     if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
         raise UsageError(f"must be one of {', '.join(DEVICES)} or cuda:K, got {name!r}", "device")
+    return name
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """auto, cpu, cuda, or cuda:K for the K-th GPU (one worker per GPU)."""
+    kind, _, index = device_name(name).partition(":")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if kind == "cuda" and not torch.cuda.is_available():
@@ -151,6 +159,12 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
     return (topk == labels.view(-1, 1)).any(dim=1).float().mean().item()
 
 
+def train_images(n: int, batch: int, epochs: int) -> int:
+    """Images a training of ``epochs`` over ``n`` images at ``batch`` sees: whole batches only (one
+    shape for torch.compile, and batch norm never sees a batch of one)."""
+    return n // batch * batch * epochs
+
+
 def whole_batches(images: int, batch: int, total_images: int) -> int:
     """``images`` rounded up to a whole number of batches, at most the end of training."""
     return min(total_images, -(-images // batch) * batch)
@@ -199,8 +213,8 @@ def train(
         raise UsageError(f"the training split holds {n} image(s); training needs at least 2 "
                           f"(batch norm normalizes over a batch)")
     bs = min(spec.batch_size, n)
-    steps_per_epoch = n // bs  # whole batches only: one shape for torch.compile, no BN on 1 sample
-    total_images = steps_per_epoch * spec.epochs * bs
+    steps_per_epoch = n // bs
+    total_images = train_images(n, bs, spec.epochs)
     val_at = dict(checkpoints) if isinstance(checkpoints, Mapping) else dict.fromkeys(checkpoints)
     points = evaluation_points(total_images, bs, steps_per_epoch, val_at, every_epoch)
     # A checkpoint rounded up to a whole batch keeps its name and the validation images asked for

@@ -8,7 +8,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 
-from postgres import Server, free_port, server_folder
+from search.testing.postgres import Server, free_port, server_folder
 
 
 def why_not() -> str | None:

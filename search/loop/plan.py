@@ -1,0 +1,125 @@
+"""What a search was asked to do, checked and frozen once: the plan, and the budget it trains under.
+
+``fmnist-search`` builds one ``Plan`` from what the user typed, the study's contract (a rerun or
+another worker takes the study's split and budget) and the budget measured here, before anything
+is written; the study is then opened against it once, and the loop runs it. Nothing in the loop
+reads the command line.
+
+The budget: the top rung is the model as shipped, the whole training split for E epochs. E is
+``--epochs``, else sized to ``--timeout`` by a brief measurement of a mid-sized net (so that about
+``TOP_RUNG_SHARE`` top-rung trainings fit, at most ``MAX_EPOCHS``), else the device's default.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+import fmnist
+from space import ModelSpec, build, flops
+from space.sample import WARM_STARTS, fixed
+
+from search.loop import prune
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a trial that reaches the top rung is trained on: the model as shipped."""
+    name: str
+    epochs: int                   # top rung: the whole training split, this many epochs
+    max_flops: int | None         # candidates above this are skipped at no cost
+
+    def describe(self, n_train: int, n_val: int, rungs: list[int]) -> str:
+        ladder = ", ".join(f"{r:,}" for r in rungs)
+        return (f"profile {self.name}: top rung {n_train:,} training images x {self.epochs} epochs "
+                f"= {n_train * self.epochs:,} images; rungs at {ladder or 'none'}; "
+                f"{n_val:,} validation images for selection")
+
+
+# Without --timeout, a CPU skips candidates above 64 MFLOPs (ResNet-style nets of 16-32-64 channels
+# and three blocks a stage fit); with one, a candidate is skipped when its top-rung training alone
+# would take more than TOP_SECONDS_SHARE of it (estimated from its FLOPs and the measured rate).
+PROFILES = {"cuda": Profile("gpu", 20, None), "cpu": Profile("cpu", 10, 64_000_000)}
+TOP_SECONDS_SHARE = 1 / 4
+MAX_EPOCHS = {"cuda": 40, "cpu": 15}
+# With --timeout, one top-rung training of the reference net takes about this fraction of it:
+# the ladder below the top costs about as much again per rung, and the front wants several models.
+TOP_RUNG_SHARE = 16
+
+
+def pick_profile(device: torch.device, epochs: int | None = None, timeout: float | None = None,
+                 n_train: int = 50_000, rate: Callable[[], float] | None = None) -> Profile:
+    """The top rung's epochs: --epochs, else sized so --timeout holds about TOP_RUNG_SHARE top-rung
+    trainings at the measured ``rate`` (images/s of the reference net), else the device's default."""
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    base = PROFILES[kind]
+    if epochs is None and timeout is not None and rate is not None:
+        epochs = max(1, min(MAX_EPOCHS[kind], round(rate() * timeout / TOP_RUNG_SHARE / max(1, n_train))))
+    return dataclasses.replace(base, epochs=epochs or base.epochs)
+
+
+def reference_arch():
+    """The mid-sized net of the stages space whose training speed sizes budgets."""
+    return fixed(WARM_STARTS[3]).arch
+
+
+def reference_rate(data: fmnist.Splits, precision: str, seed: int = 0) -> float:
+    """Training images/s of a mid-sized net of the stages space on this device, briefly measured."""
+    return measure_rate(fixed(WARM_STARTS[3]), data, precision, seed)
+
+
+def measure_rate(spec: ModelSpec, data: fmnist.Splits, precision: str, seed: int = 0, steps: int = 24) -> float:
+    """Training images/s of ``spec`` on the device ``data`` is on, briefly measured (a second run,
+    after one that chooses kernels and fills caches)."""
+    bs = min(spec.train.batch_size, len(data.train))
+    n = min(len(data.train), bs * steps)
+    no_val = fmnist.Split(data.val.images[:0], data.val.labels[:0])  # training speed alone
+    probe = fmnist.Splits(fmnist.Split(data.train.images[:n], data.train.labels[:n]), no_val, data.test)
+    model = build(spec.arch, seed=seed)
+    fmnist.train(model, probe, dataclasses.replace(spec.train, epochs=1), seed=seed, precision=precision,
+                 every_epoch=False, evaluate_test=False)  # warm-up: kernels chosen, caches filled
+    result = fmnist.train(model, probe, dataclasses.replace(spec.train, epochs=1), seed=seed,
+                          precision=precision, every_epoch=False, evaluate_test=False)
+    return result.images_per_s
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the loop needs, fixed before the study is opened (the defaults are the CLI's)."""
+    objectives: tuple[str, ...] = ("acc", "params")
+    trials: int = 100
+    epochs: int = 10                      # of the top rung (the budget)
+    space: str = "stages"
+    max_params: int | None = None
+    max_flops: int | None = None
+    profile_max_flops: int | None = None  # the device profile's cap; --max-flops replaces it
+    flop_rate: float | None = None        # forward FLOPs x training images per second, measured here
+    max_top_seconds: float | None = None  # skip a candidate whose top-rung training would take longer
+    timeout: float | None = None          # seconds left for the loop
+    seed: int = 0
+    precision: str = "auto"
+    compile: bool = False
+    max_skips: int = 200                  # consecutive free skips before giving up on the space
+    pruner: str = "pareto"
+    prune_factor: int = prune.FACTOR
+    prune_min_trials: int = prune.MIN_TRIALS
+    prune_margin: float | None = prune.MARGIN  # None: MOASHA's rule alone
+    rung_min_images: int = prune.FIRST_RUNG_IMAGES
+    stop_flat: float | None = None        # --stop-when-flat (search.view.hypervolume)
+
+    @classmethod
+    def of(cls, args, objectives: tuple[str, ...], space: str, profile: Profile, rate: Callable[[], float],
+           seconds_left: float | None) -> "Plan":
+        """The plan of a search command: ``args`` as parsed (the contract already resolved into
+        them), the budget's ``profile``, the reference ``rate`` (measured only where it is needed)."""
+        timed = args.timeout is not None and profile.max_flops is not None  # a CPU with a deadline
+        return cls(objectives=objectives, trials=args.trials, epochs=profile.epochs, space=space,
+                   max_params=args.max_params, max_flops=args.max_flops,
+                   profile_max_flops=None if timed else profile.max_flops,
+                   flop_rate=rate() * flops(reference_arch()) if timed else None,
+                   max_top_seconds=args.timeout * TOP_SECONDS_SHARE if timed else None,
+                   timeout=seconds_left, seed=args.seed, precision=args.precision, compile=args.compile,
+                   pruner=args.pruner, prune_factor=args.prune_factor, prune_min_trials=args.prune_min_trials,
+                   prune_margin=args.prune_margin, rung_min_images=args.rung_min_images, stop_flat=args.stop_when_flat)
