@@ -346,3 +346,17 @@ def test_weights_kept_by_another_worker_are_named_with_where_to_find_them(study_
     line = _one_line(capsys)
     assert f"are not in {empty}" in line and "trained it: point --artifact-dir at the folder" in line
     assert "--retrain" in line and not (tmp_path / "out").exists()
+
+
+def test_the_final_trainings_eta_weighs_each_model_by_its_own_speed(monkeypatch):
+    from search.handover import final
+    now = [100.0]
+    monkeypatch.setattr(final.time, "monotonic", lambda: now[0])
+    # a small model at 10,000 images/s and a large one at 100: 6 s and 600 s planned
+    schedule = final.Plan(epochs={1: 1, 2: 1}, seeds=(0,), rates={1: 10_000.0, 2: 100.0}, train_images=60_000)
+    clock = final.Clock(schedule, started=now[0])
+    assert clock.left() == pytest.approx(606)
+    now[0] += 12  # the small model took twice its planned time ...
+    clock.done = 60_000 / 10_000
+    # ... so the large one ahead is expected at twice its plan, not at the small one's pace in images
+    assert clock.left() == pytest.approx(1200)

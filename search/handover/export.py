@@ -236,7 +236,7 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
             if options.retrain:
                 model, spec, accs = final.train_final(
                     folder_name(t), spec, data, test, schedule.epochs[t.number], schedule.seeds, options.precision,
-                    clock, log)
+                    schedule.rates[t.number], clock, log)
                 figures_final = {"epochs": spec.train.epochs, "train_images": schedule.train_images,
                                  "seeds": list(schedule.seeds), "exported_seed": schedule.seeds[0],
                                  **final.summary(accs)}

@@ -86,21 +86,23 @@ def describe(p: Plan, search_epochs: dict[int, int], minutes: float | None) -> l
 
 @dataclass
 class Clock:
-    """Progress over the whole final training, for an ETA that counts every run still to come:
-    the plan's estimate until images have been trained, then the pace measured so far."""
+    """Progress over the whole final training, for an ETA that counts every run still to come.
+    Work is counted in planned seconds (each model's images at its own measured speed), so that a
+    small model finished fast does not make the large ones ahead look cheap: the plan's estimate
+    until something has been trained, then the remaining estimate scaled by the pace so far."""
     plan: Plan
-    done_images: int = 0
+    done: float = 0.0  # planned seconds of the runs trained so far
     started: float = dataclasses.field(default_factory=time.monotonic)
 
     def left(self) -> float:
         elapsed = time.monotonic() - self.started
-        if not self.done_images:
+        if not self.done:
             return self.plan.seconds()
-        return (self.plan.images() - self.done_images) * elapsed / self.done_images
+        return (self.plan.seconds() - self.done) * elapsed / self.done
 
 
 def train_final(name: str, spec: ModelSpec, data: fmnist.Splits, test: fmnist.Split, epochs: int,
-                seeds: Sequence[int], precision: str, clock: Clock,
+                seeds: Sequence[int], precision: str, rate: float, clock: Clock,
                 log: Callable[[str], None]) -> tuple[torch.nn.Module, ModelSpec, list[float]]:
     """Every seed's run of ``spec`` for ``epochs`` on ``data``; the first seed's model (the one
     exported), the spec it was trained with, and each run's test accuracy."""
@@ -109,16 +111,16 @@ def train_final(name: str, spec: ModelSpec, data: fmnist.Splits, test: fmnist.Sp
     first, accs = None, []
     for k, s in enumerate(seeds):
         model = build(spec.arch, seed=s)
-        before = clock.done_images
+        before = clock.done
 
         def progress(r: fmnist.Report) -> None:
-            clock.done_images = before + r.images_seen
+            clock.done = before + r.images_seen / rate
             log(f"  {name} seed {s} ({k + 1}/{len(seeds)}): epoch {r.epoch:g} of {epochs}, train loss "
                 f"{r.train_loss:.4f}; about {clock.left() / 60:.0f} min of the final training left")
 
         result = fmnist.train(model, data, spec.train, seed=s, precision=precision, evaluate_test=False,
                               on_report=progress)
-        clock.done_images = before + result.images_seen
+        clock.done = before + result.images_seen / rate
         accs.append(fmnist.accuracy(fmnist.predict(model, test.images, amp), test.labels))
         if first is None:
             first = model
