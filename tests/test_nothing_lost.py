@@ -303,7 +303,7 @@ def test_threads_above_the_cores_warn_and_workers_beyond_memory_are_refused(synt
     threads = torch.get_num_threads()
     try:
         assert small_search(synth_dir, url, "--trials", "1", "--no-enqueue-seeds", "--threads",
-                            str((os.cpu_count() or 1) + 1))) == 0
+                            str((os.cpu_count() or 1) + 1)) == 0
     finally:
         torch.set_num_threads(threads)  # process-wide: the other tests keep theirs
     assert f"more than this machine's {os.cpu_count()} cores" in capsys.readouterr().err
