@@ -7,8 +7,10 @@ an enqueued trial is popped by one worker only.
 from __future__ import annotations
 
 import functools
+import logging
 import random
 import re
+import sys
 import time
 import urllib.parse
 from pathlib import Path
@@ -197,6 +199,24 @@ def check_url(url: str) -> None:
             raise UsageError(f"--storage {url}: {path} is not a file")
 
 
+class _PoolNotice(logging.Handler):
+    """SQLAlchemy's pool logs a connection it could not reset or close (one the server lost in an
+    outage the storage rides out) with a full traceback on stderr; a user needs one line."""
+
+    def emit(self, rec: logging.LogRecord) -> None:
+        exc = rec.exc_info[1] if rec.exc_info else None
+        why = first_line(str(exc)) if exc is not None else rec.getMessage()
+        print(f"notice: the storage dropped a database connection the server had lost ({why})", file=sys.stderr)
+
+
+@functools.cache
+def _quiet_pool() -> None:
+    pool = logging.getLogger("sqlalchemy.pool")
+    if not pool.handlers:  # a program that configured logging for SQLAlchemy keeps its own
+        pool.addHandler(_PoolNotice(logging.WARNING))
+        pool.propagate = False
+
+
 def open_storage(url: str, create: bool = True) -> RDBStorage:
     """An RDB storage with heartbeats; a bad or unreachable URL is one line naming it.
 
@@ -212,6 +232,8 @@ def open_storage(url: str, create: bool = True) -> RDBStorage:
         if url == DEFAULT_STORAGE:
             sqlite_path(url).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}  # wait for other workers' writes
+    else:
+        _quiet_pool()
     rng = random.Random()  # jitter, so that racing workers do not retry in lockstep
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
