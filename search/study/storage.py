@@ -203,18 +203,33 @@ class _PoolNotice(logging.Handler):
     """SQLAlchemy's pool logs a connection it could not reset or close (one the server lost in an
     outage the storage rides out) with a full traceback on stderr; a user needs one line."""
 
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.urls: set[str] = set()  # whose passwords a driver's message might echo
+
     def emit(self, rec: logging.LogRecord) -> None:
         exc = rec.exc_info[1] if rec.exc_info else None
         why = first_line(str(exc)) if exc is not None else rec.getMessage()
+        for url in self.urls:
+            why = scrub(why, url)
         print(f"notice: the storage dropped a database connection the server had lost ({why})", file=sys.stderr)
 
 
 @functools.cache
-def _quiet_pool() -> None:
+def _pool_notice() -> _PoolNotice | None:
     pool = logging.getLogger("sqlalchemy.pool")
-    if not pool.handlers:  # a program that configured logging for SQLAlchemy keeps its own
-        pool.addHandler(_PoolNotice(logging.WARNING))
-        pool.propagate = False
+    if pool.handlers:  # a program that configured logging for SQLAlchemy keeps its own
+        return None
+    notice = _PoolNotice()
+    pool.addHandler(notice)
+    pool.propagate = False
+    return notice
+
+
+def _quiet_pool(url: str) -> None:
+    notice = _pool_notice()
+    if notice is not None:
+        notice.urls.add(url)
 
 
 def open_storage(url: str, create: bool = True) -> RDBStorage:
@@ -233,7 +248,7 @@ def open_storage(url: str, create: bool = True) -> RDBStorage:
             sqlite_path(url).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}  # wait for other workers' writes
     else:
-        _quiet_pool()
+        _quiet_pool(url)
     rng = random.Random()  # jitter, so that racing workers do not retry in lockstep
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
