@@ -60,14 +60,14 @@ def pick_profile(device: torch.device, epochs: int | None = None, timeout: float
     return dataclasses.replace(base, epochs=epochs or base.epochs)
 
 
-def reference_arch():
+def reference_spec() -> ModelSpec:
     """The mid-sized net of the stages space whose training speed sizes budgets."""
-    return fixed(WARM_STARTS[3]).arch
+    return fixed(WARM_STARTS[3])
 
 
 def reference_rate(data: fmnist.Splits, precision: str, seed: int = 0) -> float:
-    """Training images/s of a mid-sized net of the stages space on this device, briefly measured."""
-    return measure_rate(fixed(WARM_STARTS[3]), data, precision, seed)
+    """Training images/s of the reference net on this device, briefly measured."""
+    return measure_rate(reference_spec(), data, precision, seed)
 
 
 def measure_rate(spec: ModelSpec, data: fmnist.Splits, precision: str, seed: int = 0, steps: int = 24) -> float:
@@ -118,7 +118,7 @@ class Plan:
         return cls(objectives=objectives, trials=args.trials, epochs=profile.epochs, space=space,
                    max_params=args.max_params, max_flops=args.max_flops,
                    profile_max_flops=None if timed else profile.max_flops,
-                   flop_rate=rate() * flops(reference_arch()) if timed else None,
+                   flop_rate=rate() * flops(reference_spec().arch) if timed else None,
                    max_top_seconds=args.timeout * TOP_SECONDS_SHARE if timed else None,
                    timeout=seconds_left, seed=args.seed, precision=args.precision, compile=args.compile,
                    pruner=args.pruner, prune_factor=args.prune_factor, prune_min_trials=args.prune_min_trials,
