@@ -200,6 +200,24 @@ def test_the_budget_follows_the_timeout_and_is_kept_by_the_study(synth_dir, tmp_
     assert "--epochs 2: study 's' was created with --epochs 1" in capsys.readouterr().err
 
 
+def test_the_speed_probe_takes_its_fastest_run_so_a_busy_moment_does_not_shrink_the_budget(monkeypatch):
+    import types
+
+    import torch
+
+    from search.loop import plan
+    speeds = iter([900.0, 2400.0, 1500.0, 2300.0])  # warm-up, then a run slowed by a neighbour
+    monkeypatch.setattr(fmnist, "train", lambda *a, **k: types.SimpleNamespace(images_per_s=next(speeds)))
+    x = torch.zeros(64, 1, 28, 28)
+    split = fmnist.Split(x, torch.zeros(64, dtype=torch.long))
+    rate = plan.measure_rate(plan.reference_spec(), fmnist.Splits(split, split, split), "fp32", repeats=3)
+    assert rate == 2400.0 and next(speeds, None) is None
+    # 2,400 img/s sizes two epochs of a 10-minute search; the slowed 1,500 alone would have sized one
+    cpu = torch.device("cpu")
+    assert plan.pick_profile(cpu, timeout=600, rate=lambda: rate).epochs == 2
+    assert plan.pick_profile(cpu, timeout=600, rate=lambda: 1500.0).epochs == 1
+
+
 def test_a_search_without_validation_images_is_refused_at_once(synth_dir, tmp_path, capsys):
     assert main(["--data-dir", str(synth_dir), "--storage", f"sqlite:///{tmp_path / 'v.db'}", "--val-size", "0",
                  "--trials", "2", "--quiet"]) == 2
