@@ -3,8 +3,9 @@ from fmnist.errors import SpecError
 from fmnist.trainspec import AugmentSpec, TrainSpec
 
 from .build import build
-from .count import flops, inference_bytes, param_count, training_bytes
+from .count import flops, inference_bytes, param_count, pass_flops, training_bytes
 from .spec import ArchSpec, ConvBlock, DenseLayer, ModelSpec, summary
 
-__all__ = ["SpecError", "AugmentSpec", "TrainSpec", "build", "flops", "inference_bytes", "param_count", "training_bytes",
+__all__ = ["SpecError", "AugmentSpec", "TrainSpec", "build", "flops", "inference_bytes", "param_count", "pass_flops",
+           "training_bytes",
            "ArchSpec", "ConvBlock", "DenseLayer", "ModelSpec", "summary"]

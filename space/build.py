@@ -27,6 +27,20 @@ class Residual(nn.Module):
         return self.body(x) + self.shortcut(x)
 
 
+class FlipBatch(nn.Module):
+    """Predicting (eval mode): the batch, then its left-right mirror, as one batch of twice the size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.training else torch.cat([x, x.flip(-1)])
+
+
+class MeanOfFlips(nn.Module):
+    """Predicting: the mean of each image's logits and its mirror's (the halves ``FlipBatch`` made)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.training else x.reshape(2, -1, x.shape[-1]).mean(0)
+
+
 def _norm_act(bn: str, norm: nn.Module, activation: str) -> list[nn.Module]:
     act = _ACTIVATIONS[activation]()
     return {"off": [act], "before": [norm, act], "after": [act, norm]}[bn]
@@ -101,4 +115,6 @@ def _build(arch: ArchSpec) -> nn.Sequential:
             layers.append(nn.Dropout(layer.dropout))
         width = layer.units
     layers.append(nn.Linear(width, arch.num_classes))
+    if arch.tta == "flip":
+        layers = [FlipBatch(), *layers, MeanOfFlips()]
     return nn.Sequential(*layers)

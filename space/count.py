@@ -1,6 +1,7 @@
 """Parameter count and FLOPs from the spec alone, before any model is built or trained.
 
-FLOPs are for one image, forward: 2 x multiply-accumulates of every conv and linear layer (the
+FLOPs are for one image, forward, as the model predicts (two passes with flip test-time
+augmentation; ``pass_flops`` is one pass, what training pays): 2 x multiply-accumulates of every conv and linear layer (the
 convention of torch.utils.flop_counter, which the tests check against). Batch norm, activations
 and pooling are left out: they fold into the convs at inference or cost next to nothing.
 """
@@ -44,8 +45,19 @@ def param_count(arch: ArchSpec) -> int:
     return sum(w for w, _ in _layers(arch))
 
 
-def flops(arch: ArchSpec) -> int:
+def pass_flops(arch: ArchSpec) -> int:
+    """One forward pass of one image: what a training step costs per image, forward."""
     return 2 * sum(m for _, m in _layers(arch))
+
+
+def passes(arch: ArchSpec) -> int:
+    """Forward passes per image when the model predicts."""
+    return 2 if arch.tta == "flip" else 1
+
+
+def flops(arch: ArchSpec) -> int:
+    """One prediction of one image."""
+    return passes(arch) * pass_flops(arch)
 
 
 def activations(arch: ArchSpec) -> int:
@@ -77,5 +89,6 @@ def training_bytes(arch: ArchSpec, batch_size: int) -> int:
 
 def inference_bytes(arch: ArchSpec, batch_size: int) -> int:
     """Memory to run ``arch`` on a batch in fp32, from the spec: the weights, and a batch's
-    activations (an upper bound: without gradients most are freed as the forward pass goes)."""
-    return 4 * (param_count(arch) + batch_size * activations(arch))
+    activations (an upper bound: without gradients most are freed as the forward pass goes); flip
+    test-time augmentation runs the batch and its mirror together."""
+    return 4 * (param_count(arch) + passes(arch) * batch_size * activations(arch))

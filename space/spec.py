@@ -19,6 +19,7 @@ BN_PLACES = ("off", "before", "after")   # batch norm before or after the activa
 PADDINGS = ("same", "valid")
 POOLS = ("none", "max", "avg")           # 2x2, stride 2, floor (as Keras and PyTorch default)
 HEADS = ("flatten", "gap")               # flatten the feature map, or global average pooling
+TTAS = ("none", "flip")                  # test-time augmentation: none, or the mean of the image and its mirror
 # Bounds on what a spec may hold, so that a hostile spec file cannot ask for an unbounded network.
 MAX_CONVS, MAX_DENSE = 64, 16
 
@@ -72,13 +73,19 @@ class DenseLayer:
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """The network: optional input padding and batch norm, conv blocks, head, dense layers, output."""
+    """The network: optional input padding and batch norm, conv blocks, head, dense layers, output.
+
+    ``tta="flip"`` makes the network, when it predicts (eval mode), average its logits over each
+    image and its left-right mirror: two passes per image, the same weights. It is part of the
+    architecture rather than of the evaluation so that every figure, the FLOPs and every exported
+    file (ONNX, TorchScript, torch.export) carry it alike; training (train mode) sees one pass."""
     convs: tuple[ConvBlock, ...]
     dense: tuple[DenseLayer, ...] = ()
     input_pad: int = 0        # zero padding around the 28x28 input (LeNet-5 wants 32x32)
     input_bn: bool = False    # batch norm on the input image (seed 003 starts with one)
     head: str = "flatten"
     num_classes: int = 10
+    tta: str = "none"
 
     def __post_init__(self) -> None:
         for name, items, cls, most in (("convs", self.convs, ConvBlock, MAX_CONVS),
@@ -94,6 +101,7 @@ class ArchSpec:
         check_bool("input_bn", self.input_bn)
         check_choice("head", self.head, HEADS)
         check_int("num_classes", self.num_classes, 2, 1000)
+        check_choice("tta", self.tta, TTAS)
         shortcuts(self)  # raises, naming the block, when the spatial size reaches zero or a skip cannot join
 
     def to_json(self, compact: bool = False) -> str:
@@ -166,8 +174,7 @@ def shortcuts(arch: ArchSpec) -> dict[int, Shortcut]:
 def summary(arch: ArchSpec) -> str:
     """The network in one token a person can read: ``3x3x32+3x3x32+max>1x1x16+3x3x64+max>gap>fc64>10``
     (``+`` joins a stage's layers, ``>`` the stages, ``[...]`` a residual span; input padding,
-    dropout, batch norm and activations
-    other than relu after a ``;``). No spaces, so that a table cell holds it on one line."""
+    dropout, batch norm, activations other than relu and test-time augmentation after a ``;``). No spaces, so that a table cell holds it on one line."""
     parts = [f"pad{arch.input_pad}"] if arch.input_pad else []
     parts += ["bn"] if arch.input_bn else []
     stage: list[str] = []
@@ -197,6 +204,8 @@ def summary(arch: ArchSpec) -> str:
     acts = sorted({x.activation for x in layers})
     if acts != ["relu"]:
         notes.append("/".join(acts))
+    if arch.tta != "none":
+        notes.append(f"{arch.tta}_tta")
     return ">".join(parts) + (";" + ";".join(notes) if notes else "")
 
 

@@ -93,6 +93,7 @@ def test_every_front_model_is_exported_with_checked_files(exported, study_db, sy
         assert not (folder / "model.onnx.data").exists()  # one self-contained ONNX file
         m = json.loads((folder / "metrics.json").read_text())
         assert m["params"] == param_count(spec.arch) == t.user_attrs["params"] and m["flops"] > 0
+        assert m["tta"] == spec.arch.tta
         assert m["val_acc"] == t.user_attrs["val_acc"] and m["test_top5"] >= m["test_acc"]
         assert m["test_acc"] == pytest.approx(t.user_attrs["test_acc"], abs=0.011)  # bf16 vs bf16, same weights
         assert set(m["per_class"]) == set(CLASSES)
@@ -360,3 +361,24 @@ def test_the_final_trainings_eta_weighs_each_model_by_its_own_speed(monkeypatch)
     clock.done = 60_000 / 10_000
     # ... so the large one ahead is expected at twice its plan, not at the small one's pace in images
     assert clock.left() == pytest.approx(1200)
+
+
+def test_a_model_with_flip_tta_is_exported_with_it(tmp_path):
+    """Every exported file predicts as the model does: the mean over each image and its mirror."""
+    from search.handover.export import write_model_files
+    from space.sample import WARM_STARTS, fixed
+    spec = fixed(WARM_STARTS[1])
+    assert spec.arch.tta == "flip"
+    model = build(spec.arch, seed=1)
+    x = torch.randn(6, 1, 28, 28)
+    diffs = write_model_files(tmp_path / "m", spec, model, x[:2])
+    assert max(diffs.values()) <= 1e-3
+    inner = torch.nn.Sequential(*list(model)[1:-1]).eval()
+    with torch.no_grad():
+        expected = ((inner(x) + inner(x.flip(-1))) / 2).numpy()
+    session = onnxruntime.InferenceSession(str(tmp_path / "m" / "model.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], expected, atol=1e-4)
+    np.testing.assert_allclose(torch.export.load(tmp_path / "m" / "model.pt2").module()(x).detach().numpy(),
+                               expected, atol=1e-4)
+    np.testing.assert_allclose(torch.jit.load(str(tmp_path / "m" / "model.ts"))(x).detach().numpy(), expected, atol=1e-4)
+    assert ModelSpec.from_json((tmp_path / "m" / "spec.json").read_text()).arch.tta == "flip"

@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from space import ArchSpec, ConvBlock, DenseLayer, ModelSpec, SpecError, build, flops, param_count, summary, zoo
 from space.sample import SPACES, sample
-from space.spec import ACTIVATIONS, BN_PLACES, HEADS, POOLS
+from space.spec import ACTIVATIONS, BN_PLACES, HEADS, POOLS, TTAS
 
 conv_blocks = st.builds(
     ConvBlock, filters=st.integers(1, 12), kernel=st.sampled_from([1, 3, 5]),
@@ -28,7 +28,8 @@ def arch_specs(draw) -> ArchSpec:
         return ArchSpec(convs=tuple(draw(st.lists(conv_blocks, max_size=6))),
                         dense=tuple(draw(st.lists(dense_layers, max_size=2))),
                         input_pad=draw(st.integers(0, 2)), input_bn=draw(st.booleans()),
-                        head=draw(st.sampled_from(HEADS)), num_classes=draw(st.integers(2, 12)))
+                        head=draw(st.sampled_from(HEADS)), num_classes=draw(st.integers(2, 12)),
+                        tta=draw(st.sampled_from(TTAS)))
     except SpecError:
         assume(False)
 
@@ -192,3 +193,43 @@ def test_the_stages_space_samples_residual_networks_that_count_exactly():
     from space.sample import WARM_STARTS, fixed
     sizes = [param_count(fixed(w).arch) for w in WARM_STARTS]
     assert any(150_000 <= n <= 500_000 and any(b.skip for b in fixed(w).arch.convs) for n, w in zip(sizes, WARM_STARTS))
+
+
+def test_flip_tta_predicts_the_mean_over_the_mirror_and_trains_on_one_pass():
+    from space import pass_flops
+    from space.sample import WARM_STARTS, fixed
+    plain = dataclasses.replace(fixed(WARM_STARTS[1]).arch, tta="none")
+    arch = dataclasses.replace(plain, tta="flip")
+    net = build(arch, seed=3)
+    inner = torch.nn.Sequential(*list(net)[1:-1])  # the same layers, the same weights, without the flips
+    assert all(torch.equal(a, b) for a, b in zip(inner.state_dict().values(), build(plain, seed=3).state_dict().values()))
+    x = torch.randn(5, 1, 28, 28)
+    net.eval(), inner.eval()
+    with torch.no_grad():
+        assert torch.allclose(net(x), (inner(x) + inner(x.flip(-1))) / 2, atol=1e-5)
+        assert net(x).shape == (5, 10)
+        net.train(), inner.train()
+        assert torch.equal(net(x), inner(x))  # training pays one pass an image
+    assert param_count(arch) == param_count(plain) == sum(p.numel() for p in net.parameters())
+    with FlopCounterMode(display=False) as counter:
+        net.eval()(torch.zeros(1, 1, 28, 28))
+    assert flops(arch) == counter.get_total_flops() == 2 * pass_flops(arch) == 2 * flops(plain)
+    # Stated in the spec file and the summary; a spec written before the field reads as none
+    text = ModelSpec(arch).to_json()
+    assert '"tta": "flip"' in text and ModelSpec.from_json(text).arch == arch
+    assert '"tta"' not in ModelSpec(plain).to_json(compact=True) and summary(arch).endswith("flip_tta")
+    with pytest.raises(SpecError, match="tta"):
+        dataclasses.replace(plain, tta="rotate")
+
+
+def test_flip_tta_is_offered_only_to_nets_trained_on_flips():
+    import optuna
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    specs = []
+    for _ in range(200):
+        trial = study.ask()
+        spec = sample(trial, 1, "stages")
+        assert ("tta_flip" in trial.params) == spec.train.augment.flip
+        specs.append(spec)
+    assert {s.arch.tta for s in specs if s.train.augment.flip} == {"none", "flip"}
+    assert all(s.arch.tta == "none" for s in specs if not s.train.augment.flip)

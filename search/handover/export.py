@@ -251,7 +251,7 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
             spread = figures_final["std"] if figures_final else None
             metrics = {
                 "trial": t.number, "preset": t.user_attrs.get(record.PRESET), "params": param_count(spec.arch),
-                "flops": flops(spec.arch), "val_acc": t.user_attrs.get(record.VAL_ACC),
+                "flops": flops(spec.arch), "tta": spec.arch.tta, "val_acc": t.user_attrs.get(record.VAL_ACC),
                 "test_acc": report["accuracy"], "test_top5": report["top5"],
                 "search": {"val_acc": t.user_attrs.get(record.VAL_ACC), "test_acc": t.user_attrs.get(record.TEST_ACC),
                            "epochs": t.user_attrs.get(record.EPOCHS_RUN)},
@@ -320,10 +320,11 @@ def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], r
     doc.image("curves.png", "learning curves of the exported models on one validation-accuracy axis")
     doc.heading("Exported models")
     retrained = any(m["final"] for m in results)
-    doc.table(["model", "params", "MFLOPs", "search: val acc", "search: test acc",
+    doc.table(["model", "params", "MFLOPs", "TTA", "search: val acc", "search: test acc",
                *(["final: test acc of the exported run", "final: mean ± spread over seeds"] if retrained else []),
                "top-5", "seed models dominated", "tied with"],
-              [[folder_name(t), f"{m['params']:,}", f"{m['flops'] / 1e6:.2f}", pct(m["search"]["val_acc"]),
+              [[folder_name(t), f"{m['params']:,}", f"{m['flops'] / 1e6:.2f}", {"none": "-"}.get(m["tta"], m["tta"]),
+                pct(m["search"]["val_acc"]),
                 pct(m["search"]["test_acc"]),
                 *([pct(m["test_acc"]), final_figure(m["final"])] if retrained else []),
                 pct(m["test_top5"]), ", ".join(m["seeds_dominated"]) or "none", ", ".join(m["seeds_tied"]) or "-"]
@@ -340,6 +341,11 @@ def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], r
                   "higher test accuracy (the final mean where retrained) than the seed's reported accuracy, by "
                   "more than the model's spread over seeds; within the spread they tie. With one run no spread "
                   "is measured, and any margin counts.")
+    if any(m["tta"] != "none" for m in results):
+        doc.paragraph("TTA flip: the model predicts the mean of its logits over each image and its left-right "
+                      "mirror (two passes an image, counted in its MFLOPs). It was chosen on validation like any "
+                      "other setting; every figure of that model, and each of its exported files (ONNX, "
+                      "TorchScript, torch.export), includes it.")
     for t, m in zip(chosen, results):
         name = folder_name(t)
         doc.heading(name)

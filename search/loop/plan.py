@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 import fmnist
-from space import ModelSpec, build, flops
+from space import ModelSpec, build, pass_flops
 from space.sample import WARM_STARTS, fixed
 
 from search.loop import prune
@@ -97,7 +97,7 @@ class Plan:
     max_params: int | None = None
     max_flops: int | None = None
     profile_max_flops: int | None = None  # the device profile's cap; --max-flops replaces it
-    flop_rate: float | None = None        # forward FLOPs x training images per second, measured here
+    flop_rate: float | None = None        # one pass's forward FLOPs x training images per second, measured here
     max_top_seconds: float | None = None  # skip a candidate whose top-rung training would take longer
     timeout: float | None = None          # seconds left for the loop
     seed: int = 0
@@ -120,7 +120,7 @@ class Plan:
         return cls(objectives=objectives, trials=args.trials, epochs=profile.epochs, space=space,
                    max_params=args.max_params, max_flops=args.max_flops,
                    profile_max_flops=None if timed else profile.max_flops,
-                   flop_rate=rate() * flops(reference_spec().arch) if timed else None,
+                   flop_rate=rate() * pass_flops(reference_spec().arch) if timed else None,
                    max_top_seconds=args.timeout * TOP_SECONDS_SHARE if timed else None,
                    timeout=seconds_left, seed=args.seed, precision=args.precision, compile=args.compile,
                    pruner=args.pruner, prune_factor=args.prune_factor, prune_min_trials=args.prune_min_trials,

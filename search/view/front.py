@@ -2,10 +2,12 @@
 
 The seeds report test accuracy (a few report validation accuracy), so front members, chosen on
 validation accuracy, are compared to the seeds' reported figures on test accuracy: a member
-dominates a seed when it has no more parameters and a higher accuracy.
+dominates a seed when it has no more parameters and a higher accuracy. A member that predicts with
+flip test-time augmentation says so (TTA column): its figures, and its FLOPs, count both passes.
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import optuna
@@ -92,7 +94,13 @@ def format_front(study: optuna.Study) -> str:
     return "\n".join([table, seeds_summary(members, finals), *seeds_trained_here(study)])
 
 
-FRONT_COLUMNS = ["trial", "preset", "params", "MFLOPs", "val acc", "test acc", "epochs",
+def tta(t: FrozenTrial) -> str:
+    """The trial's test-time augmentation as its spec states it ("none" for a spec without one)."""
+    text = record.spec_text(t)
+    return json.loads(text).get("arch", {}).get("tta", "none") if text else "none"
+
+
+FRONT_COLUMNS = ["trial", "preset", "params", "MFLOPs", "TTA", "val acc", "test acc", "epochs",
                  "final test (spread over seeds)", "seeds dominated"]
 
 
@@ -104,7 +112,7 @@ def front_rows(members: list[FrozenTrial], finals: dict[int, dict]) -> tuple[lis
         a = t.user_attrs
         verdicts = seed_verdicts(a[record.PARAMS], *accuracy_of(t, finals))
         rows.append([str(t.number), a.get(record.PRESET, ""), f"{a[record.PARAMS]:,}", f"{a[record.FLOPS] / 1e6:.2f}",
-                     pct(a.get(record.VAL_ACC)), pct(a.get(record.TEST_ACC)), f"{a.get(record.EPOCHS_RUN, 0):g}",
+                     {"none": "-"}.get(tta(t), tta(t)), pct(a.get(record.VAL_ACC)), pct(a.get(record.TEST_ACC)), f"{a.get(record.EPOCHS_RUN, 0):g}",
                      final_figure(finals.get(t.number)), str(len(verdicts["seeds_dominated"]))
                      + (f" (+{len(verdicts['seeds_tied'])} tied)" if verdicts["seeds_tied"] else "")])
     return FRONT_COLUMNS, rows
