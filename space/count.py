@@ -1,8 +1,8 @@
 """Parameter count and FLOPs from the spec alone, before any model is built or trained.
 
 FLOPs are for one image, forward, as the model predicts (two passes with flip test-time
-augmentation; ``pass_flops`` is one pass, what training pays): 2 x multiply-accumulates of every conv and linear layer (the
-convention of torch.utils.flop_counter, which the tests check against). Batch norm, activations
+augmentation; ``pass_flops`` is one pass, what training pays): 2 x multiply-accumulates of every
+conv and linear layer (the convention of torch.utils.flop_counter, which the tests check against). Batch norm, activations
 and pooling are left out: they fold into the convs at inference or cost next to nothing.
 """
 from __future__ import annotations
