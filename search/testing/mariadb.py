@@ -8,19 +8,12 @@ import subprocess
 import time
 from contextlib import contextmanager
 
-from search.testing.postgres import Server, free_port, server_folder
+from search.testing.postgres import Server, free_port, missing, server_folder
 
 
 def why_not() -> str | None:
     """Why no server can be started here, or None."""
-    for tool in ("mariadb-install-db", "mariadbd"):
-        if shutil.which(tool) is None:
-            return f"no {tool} on PATH (Debian's mariadb-server is not installed)"
-    try:
-        import pymysql  # noqa: F401
-    except ImportError:
-        return "pymysql is not installed (pip install -e '.[mysql]')"
-    return None
+    return missing(("mariadb-install-db", "mariadbd"), "Debian's mariadb-server is", "pymysql", "mysql")
 
 
 def _connect(port: int, database: str | None = None):

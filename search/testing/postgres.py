@@ -5,6 +5,7 @@ PostgreSQL refuses to run as root, so as root it runs as the unprivileged user `
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -18,15 +19,20 @@ from typing import Callable
 
 def why_not() -> str | None:
     """Why no server can be started here, or None."""
-    for tool in ("initdb", "pg_ctl"):
-        if shutil.which(tool) is None:
-            return f"no {tool} on PATH (PostgreSQL's server binaries are not installed)"
-    try:
-        import psycopg2  # noqa: F401
-    except ImportError:
-        return "psycopg2 is not installed (pip install -e '.[postgres]')"
-    if os.geteuid() == 0 and shutil.which("runuser") is None:
+    why = missing(("initdb", "pg_ctl"), "PostgreSQL's server binaries are", "psycopg2", "postgres")
+    if why is None and os.geteuid() == 0 and shutil.which("runuser") is None:
         return "running as root and no runuser to start PostgreSQL as an unprivileged user"
+    return why
+
+
+def missing(tools: tuple[str, ...], binaries: str, driver: str, extra: str) -> str | None:
+    """The first of a database server's ``tools`` not on PATH, or its Python ``driver`` not
+    installed (with the pip extra that brings it), said in a line; None when all are here."""
+    for tool in tools:
+        if shutil.which(tool) is None:
+            return f"no {tool} on PATH ({binaries} not installed)"
+    if importlib.util.find_spec(driver) is None:
+        return f"{driver} is not installed (pip install -e '.[{extra}]')"
     return None
 
 
