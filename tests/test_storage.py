@@ -132,8 +132,6 @@ def test_an_export_onto_a_full_disk_is_one_line_and_leaves_nothing(small_disk, s
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
 
 
-
-
 def test_a_connection_the_server_lost_is_one_line_not_a_traceback(capsys):
     """Seen in a fresh-clone run: during the MariaDB outage SQLAlchemy's pool logged a failed
     rollback of a dead connection with its traceback on stderr, though the search rode it out."""

@@ -31,7 +31,7 @@ from search.study import record
 from search.study.artifacts import load_weights, read_state_dict
 from search.view import figures, hypervolume
 from search.view.document import Document
-from search.view.front import final_figure, front, seed_label, seed_verdicts
+from search.view.front import final_figure, front, seed_label, seed_verdicts, tta_cell
 from search.view.table import pct
 
 TOLERANCE = 1e-3  # max |difference| of logits between PyTorch and the exported files
@@ -323,7 +323,7 @@ def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], r
     doc.table(["model", "params", "MFLOPs", "TTA", "search: val acc", "search: test acc",
                *(["final: test acc of the exported run", "final: mean ± spread over seeds"] if retrained else []),
                "top-5", "seed models dominated", "tied with"],
-              [[folder_name(t), f"{m['params']:,}", f"{m['flops'] / 1e6:.2f}", {"none": "-"}.get(m["tta"], m["tta"]),
+              [[folder_name(t), f"{m['params']:,}", f"{m['flops'] / 1e6:.2f}", tta_cell(m["tta"]),
                 pct(m["search"]["val_acc"]),
                 pct(m["search"]["test_acc"]),
                 *([pct(m["test_acc"]), final_figure(m["final"])] if retrained else []),

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import fmnist
 from fmnist.errors import SpecError
-from space import ArchSpec, ModelSpec, build, flops, inference_bytes, param_count, pass_flops, summary, training_bytes, zoo
+from space import ModelSpec, build, flops, inference_bytes, param_count, pass_flops, summary, training_bytes, zoo
 from space.sample import sample
 
 from search.loop.plan import TOP_SECONDS_SHARE, Plan
@@ -74,11 +74,10 @@ def candidate(writer: TrialWriter, plan: Plan) -> ModelSpec:
     return sample(writer.trial, plan.epochs, plan.space)
 
 
-def over_budget(plan: Plan, arch: ArchSpec, top_images: int) -> str | None:
+def over_budget(plan: Plan, n_params: int, n_flops: int, n_pass: int, top_images: int) -> str | None:
     """Why a candidate is over a budget checked from its spec alone (None: within them). The
     user's --max-flops caps the model's FLOPs as it predicts; the device's caps are on training
-    time, which pays one forward pass an image whatever the test-time augmentation."""
-    n_params, n_flops, n_pass = param_count(arch), flops(arch), pass_flops(arch)
+    time, which pays one forward pass an image (``n_pass``) whatever the test-time augmentation."""
     if plan.max_params is not None and n_params > plan.max_params:
         return f"over --max-params ({n_params:,} > {plan.max_params:,})"
     if plan.max_flops is not None and n_flops > plan.max_flops:
@@ -136,7 +135,7 @@ class Pipeline:
             writer.set_user_attr(key, value)
         batch = min(spec.train.batch_size, len(self.data.train))
         top = fmnist.train_images(len(self.data.train), batch, spec.train.epochs)  # the top rung
-        why = over_budget(plan, arch, top)
+        why = over_budget(plan, sizes["params"], sizes["flops"], pass_flops(arch), top)
         if why:
             return skipped(writer, why)
         big = too_big(arch, batch, self.data.train.images.device)

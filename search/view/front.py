@@ -100,6 +100,11 @@ def tta(t: FrozenTrial) -> str:
     return json.loads(text).get("arch", {}).get("tta", "none") if text else "none"
 
 
+def tta_cell(tta: str) -> str:
+    """A table's TTA cell: the augmentation's name, or "-" for none."""
+    return "-" if tta == "none" else tta
+
+
 FRONT_COLUMNS = ["trial", "preset", "params", "MFLOPs", "TTA", "val acc", "test acc", "epochs",
                  "final test (spread over seeds)", "seeds dominated"]
 
@@ -112,7 +117,7 @@ def front_rows(members: list[FrozenTrial], finals: dict[int, dict]) -> tuple[lis
         a = t.user_attrs
         verdicts = seed_verdicts(a[record.PARAMS], *accuracy_of(t, finals))
         rows.append([str(t.number), a.get(record.PRESET, ""), f"{a[record.PARAMS]:,}", f"{a[record.FLOPS] / 1e6:.2f}",
-                     {"none": "-"}.get(tta(t), tta(t)), pct(a.get(record.VAL_ACC)), pct(a.get(record.TEST_ACC)), f"{a.get(record.EPOCHS_RUN, 0):g}",
+                     tta_cell(tta(t)), pct(a.get(record.VAL_ACC)), pct(a.get(record.TEST_ACC)), f"{a.get(record.EPOCHS_RUN, 0):g}",
                      final_figure(finals.get(t.number)), str(len(verdicts["seeds_dominated"]))
                      + (f" (+{len(verdicts['seeds_tied'])} tied)" if verdicts["seeds_tied"] else "")])
     return FRONT_COLUMNS, rows
