@@ -27,7 +27,7 @@ from search import signals
 from search.handover import written
 from search.loop import options
 from search.loop import workers
-from search.loop.plan import Plan, Profile, pick_profile, reference_rate
+from search.loop.plan import Plan, Profile, measure_pace, pick_profile, reference_rate
 from search.loop.run import Search, enqueue_seeds, enqueue_warm_starts
 from search.loop.trial import too_big
 from search.study import artifacts, opening as studies, record, storage as storages
@@ -205,6 +205,13 @@ def estimate(trials: int, top_images: int, rate: float) -> str:
             f"here; {trials} trials take roughly {duration(study)} (most stop at a low rung; --timeout bounds it)")
 
 
+def stretch_note(plan: Plan) -> str:
+    if not plan.pace or not plan.stretch_epochs or plan.stretch_epochs <= plan.epochs:
+        return ""
+    return (f"; nets cheaper than the reference train up to {plan.stretch_epochs} epochs, "
+            f"as long as the reference's {plan.epochs} take")
+
+
 def plan_budget(args: argparse.Namespace, device: torch.device, data: fmnist.Splits,
                 contract: studies.Contract, rate: Callable[[], float]) -> Profile:
     """The study's stored budget when it has one (a rerun or another worker keeps it), else a new
@@ -285,7 +292,8 @@ def plan_search(args: argparse.Namespace, say: Callable[[str], None]) -> Planned
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     rate = functools.cache(lambda: reference_rate(data, args.precision, args.seed))  # measured when needed
     profile = plan_budget(args, device, data, contract, rate)
-    plan = Plan.of(args, objectives, contract.space, profile, rate,
+    pace = lambda: measure_pace(data, args.precision, contract.space, rate, args.seed)  # noqa: E731
+    plan = Plan.of(args, objectives, contract.space, profile, pace,
                    None if args.timeout is None else max(1.0, args.timeout - (time.monotonic() - started)))
     return Planned(plan, contract, profile, data, device, precision, sampler, folder, storage, existing, rate)
 
@@ -316,7 +324,7 @@ def run_search(args: argparse.Namespace, p: Planned, study, store, say: Callable
     """The loop, with the other workers of --workers beside it; one path for an interrupt."""
     runner = Search(study, p.plan, p.data, progress=Progress(enabled=not args.quiet), store=store)
     say(p.profile.describe(len(p.data.train), len(p.data.val), runner.rungs if args.pruner != "none" else [])
-        + f"; space {p.contract.space}; {p.device}, {p.precision}")
+        + stretch_note(p.plan) + f"; space {p.contract.space}; {p.device}, {p.precision}")
     left = max(0, args.trials - runner.done())
     if args.timeout is None and left:
         say(estimate(left, len(p.data.train) * p.profile.epochs, p.rate()))

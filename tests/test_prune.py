@@ -108,10 +108,11 @@ def test_chance_level_is_pruned_at_the_first_rung():
 
 
 
-def _finished(study: optuna.Study, params: int, final: float, rungs: dict[int, float]) -> None:
+def _finished(study: optuna.Study, params: int, final: float, rungs: dict[int, float], images: int = 12_000) -> None:
     study.add_trial(optuna.create_trial(
         state=TrialState.COMPLETE, values=[final, params], params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
-        user_attrs={"params": params, "val_acc": final, **{f"rung_{r}": a for r, a in rungs.items()}}))
+        user_attrs={"params": params, "val_acc": final, "images_seen": images,
+                    **{f"rung_{r}": a for r, a in rungs.items()}}))
 
 
 def test_a_seed_is_judged_by_what_its_project_reported_not_by_how_fast_it_starts():
@@ -137,9 +138,15 @@ def test_a_trial_that_cannot_catch_up_with_a_finished_one_no_larger_stops_though
     assert pruner.cannot_catch_up((3_700_000,), 0.85, 1000) is None  # may still end above 90%
     assert pruner.cannot_catch_up((1_000,), 0.50, 1000) is None  # nothing finished is as small
     assert pruner.cannot_catch_up((3_700_000,), 0.80, 5000) is None  # no finished trial passed that rung
+    for i in range(3):  # finished trials of twice the schedule that gained 15 points from the rung
+        _finished(study, 30_000 + i, 0.95, {1000: 0.80}, images=24_000)
+    assert pruner.cannot_catch_up((3_700_000,), 0.80, 1000) is None  # their gains count among all
+    same = pruner.cannot_catch_up((3_700_000,), 0.80, 1000, budget=12_100)  # on the others' schedule (12,000)
+    assert same and "reached 95.0%" in same and "3 in 4 of 5)" in same
+    assert pruner.cannot_catch_up((3_700_000,), 0.80, 1000, budget=24_000) is None  # gains of 15: may reach 95%
     trial = study.ask()
     # with too few peers for the rung's own rule, the finished trials still decide
-    hook = ParetoPruner(study, min_trials=50).hook(trial, {"params": 3_700_000}, [1000, 3000], 9000)
+    hook = ParetoPruner(study, min_trials=50).hook(trial, {"params": 3_700_000}, [1000, 3000], 12_000)
     reason = hook(Report(0.5, 1000, 1.0, 0.80, checkpoints=(1000,)))
     assert reason and reason.startswith("at rung 1,000 images: a finished trial no larger")
 

@@ -218,6 +218,55 @@ def test_the_speed_probe_takes_its_fastest_run_so_a_busy_moment_does_not_shrink_
     assert plan.pick_profile(cpu, timeout=600, rate=lambda: 1500.0).epochs == 1
 
 
+def test_the_pace_line_fits_both_measured_nets_and_a_noisy_pair_gives_a_flat_line():
+    from search.loop.plan import Pace
+    pace = Pace.fit((14_677_760, 2_264.0), (564_800, 10_811.7))  # the reference and the smallest, one thread
+    assert pace.seconds(14_677_760) == pytest.approx(1 / 2_264.0) and pace.seconds(564_800) == pytest.approx(1 / 10_811.7)
+    assert pace.seconds(14_677_760, images=2_264) == pytest.approx(1.0)
+    flat = Pace.fit((14_677_760, 3_000.0), (564_800, 2_000.0))  # the big net measured faster: noise
+    assert flat.per_flop == 0 and flat.seconds(564_800) == flat.seconds(14_677_760) == pytest.approx(1 / 3_000.0)
+
+
+def test_cheap_candidates_train_as_long_as_the_reference_would_within_the_caps():
+    from search.loop.plan import MAX_EPOCHS, STRETCH_MAX, Pace, Plan, reference_spec
+    from space import pass_flops
+    ref = pass_flops(reference_spec().arch)
+    pace = Pace.fit((ref, 2_264.0), (564_800, 10_811.7))
+    plan = Plan(epochs=2, pace=pace, stretch_epochs=STRETCH_MAX * 2)
+    assert plan.epochs_for(ref) == 2 and plan.epochs_for(10 * ref) == 2  # the reference and larger: the top rung's
+    assert plan.epochs_for(564_800) == 8      # 4.8 times as fast: capped at 4 times the epochs
+    assert plan.epochs_for(ref // 2) == 3     # round(2 x 1.8)
+    assert Plan(epochs=13, pace=pace, stretch_epochs=MAX_EPOCHS["cpu"]).epochs_for(564_800) == MAX_EPOCHS["cpu"]
+    assert Plan(epochs=2).epochs_for(564_800) == 2  # no pace measured (no --timeout, or a GPU): no stretch
+
+
+def test_the_time_cap_counts_a_small_nets_fixed_cost_an_image():
+    from search.loop.plan import Pace, Plan
+    from search.loop.trial import over_budget
+    plan = Plan(pace=Pace(fixed=1e-4, per_flop=0.0), max_top_seconds=60.0)
+    assert over_budget(plan, 1_000, 1_000, 1_000, top_images=500_000) is None  # 50 s
+    why = over_budget(plan, 1_000, 1_000, 1_000, top_images=700_000)          # 70 s
+    assert why and "top-rung training would take about 1 min here, over 1 min" in why
+
+
+def test_a_timed_search_stretches_cheap_candidates_and_keeps_the_users_epochs(synth_dir, tmp_path, monkeypatch):
+    from search.loop import plan
+    monkeypatch.setattr(plan, "TOP_RUNG_SHARE", 10**9)  # the timeout sizes a top rung of 1 epoch
+    common = ["--data-dir", str(synth_dir), "--study", "s", "--val-size", "100", "--quiet", "--seed", "1",
+              "--trials", "2", "--no-enqueue-seeds", "--timeout", "600"]
+    assert main([*common, "--storage", f"sqlite:///{tmp_path / 'sized.db'}"]) == 0
+    study = load(tmp_path / "sized.db")
+    assert study.user_attrs["budget"]["epochs"] == 1
+    warm = [t for t in study.trials if t.state == TrialState.COMPLETE]  # the two smallest warm starts
+    assert len(warm) == 2
+    for t in warm:
+        epochs = ModelSpec.from_json(record.spec_text(t)).train.epochs
+        assert 1 < epochs <= plan.STRETCH_MAX and t.user_attrs["epochs_run"] == epochs
+    assert main([*common, "--epochs", "1", "--storage", f"sqlite:///{tmp_path / 'given.db'}"]) == 0
+    given = [t for t in load(tmp_path / "given.db").trials if t.state == TrialState.COMPLETE]
+    assert given and all(ModelSpec.from_json(record.spec_text(t)).train.epochs == 1 for t in given)
+
+
 def test_a_search_without_validation_images_is_refused_at_once(synth_dir, tmp_path, capsys):
     assert main(["--data-dir", str(synth_dir), "--storage", f"sqlite:///{tmp_path / 'v.db'}", "--val-size", "0",
                  "--trials", "2", "--quiet"]) == 2

@@ -8,6 +8,9 @@ reads the command line.
 The budget: the top rung is the model as shipped, the whole training split for E epochs. E is
 ``--epochs``, else sized to ``--timeout`` by a brief measurement of a mid-sized net (so that about
 ``TOP_RUNG_SHARE`` top-rung trainings fit, at most ``MAX_EPOCHS``), else the device's default.
+With --timeout on a CPU (and no --epochs), a candidate cheaper than that net trains longer, for
+about the time the mid-sized net's E epochs take (``Plan.epochs_for``), so that the small end of the
+front is not judged half-trained.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import torch
 
 import fmnist
 from space import ModelSpec, build, pass_flops
-from space.sample import WARM_STARTS, fixed
+from space.sample import WARM_STARTS, fixed, smallest
 
 from search.loop import prune
 
@@ -47,6 +50,11 @@ MAX_EPOCHS = {"cuda": 40, "cpu": 15}
 # With --timeout, one top-rung training of the reference net takes about this fraction of it:
 # the ladder below the top costs about as much again per rung, and the front wants several models.
 TOP_RUNG_SHARE = 16
+# With --timeout on a CPU, a candidate cheaper than the reference net trains for as long as the
+# reference would, at most this many times the top rung's epochs (and MAX_EPOCHS): a net of a few
+# thousand parameters is still far from its level after the epochs that size a mid-sized one, and
+# costs a fifth of its time an image (measured: 65.7% at 1,466 parameters after 2 epochs).
+STRETCH_MAX = 4
 
 
 def pick_profile(device: torch.device, epochs: int | None = None, timeout: float | None = None,
@@ -68,6 +76,33 @@ def reference_spec() -> ModelSpec:
 def reference_rate(data: fmnist.Splits, precision: str, seed: int = 0) -> float:
     """Training images/s of the reference net on this device, briefly measured."""
     return measure_rate(reference_spec(), data, precision, seed)
+
+
+@dataclass(frozen=True)
+class Pace:
+    """Seconds to train one image here, as a line in the net's forward FLOPs (one pass), fitted to
+    two nets measured here: the reference and the space's smallest. FLOPs alone miss the fixed
+    cost an image that dominates small nets on a CPU (measured: the 1,466-parameter net has 1/26
+    of the reference's FLOPs and trains 4.8 times as fast)."""
+    fixed: float      # seconds an image, whatever the net
+    per_flop: float   # seconds an image per forward FLOP
+
+    def seconds(self, n_pass: int, images: int = 1) -> float:
+        return images * (self.fixed + self.per_flop * n_pass)
+
+    @classmethod
+    def fit(cls, a: tuple[int, float], b: tuple[int, float]) -> "Pace":
+        """The line through (FLOPs, images/s) of two nets; a faster big net (noise) gives a flat line."""
+        (fa, ra), (fb, rb) = sorted([a, b])
+        per_flop = max(0.0, (1 / rb - 1 / ra) / (fb - fa)) if fb > fa else 0.0
+        return cls(max(0.0, 1 / rb - per_flop * fb), per_flop)
+
+
+def measure_pace(data: fmnist.Splits, precision: str, space: str, rate: Callable[[], float], seed: int = 0) -> Pace:
+    """The pace here, from the reference net's ``rate`` and a brief measurement of ``space``'s smallest net."""
+    ref = reference_spec()
+    small = dataclasses.replace(ref, arch=smallest(space))
+    return Pace.fit((pass_flops(ref.arch), rate()), (pass_flops(small.arch), measure_rate(small, data, precision, seed)))
 
 
 def measure_rate(spec: ModelSpec, data: fmnist.Splits, precision: str, seed: int = 0, steps: int = 24,
@@ -97,7 +132,8 @@ class Plan:
     max_params: int | None = None
     max_flops: int | None = None
     profile_max_flops: int | None = None  # the device profile's cap; --max-flops replaces it
-    flop_rate: float | None = None        # one pass's forward FLOPs x training images per second, measured here
+    pace: Pace | None = None              # training time an image here, measured (with --timeout on a CPU)
+    stretch_epochs: int | None = None     # the most epochs a cheap candidate trains (None: all train `epochs`)
     max_top_seconds: float | None = None  # skip a candidate whose top-rung training would take longer
     timeout: float | None = None          # seconds left for the loop
     seed: int = 0
@@ -111,16 +147,26 @@ class Plan:
     rung_min_images: int = prune.FIRST_RUNG_IMAGES
     stop_flat: float | None = None        # --stop-when-flat (search.view.hypervolume)
 
+    def epochs_for(self, n_pass: int) -> int:
+        """The epochs a candidate of ``n_pass`` forward FLOPs trains: the top rung's, or for a net
+        cheaper than the reference, as many as the reference's training time buys it (capped)."""
+        if self.pace is None or not self.stretch_epochs or self.stretch_epochs <= self.epochs:
+            return self.epochs
+        ratio = self.pace.seconds(pass_flops(reference_spec().arch)) / max(1e-12, self.pace.seconds(n_pass))
+        return max(self.epochs, min(self.stretch_epochs, round(self.epochs * ratio)))
+
     @classmethod
-    def of(cls, args, objectives: tuple[str, ...], space: str, profile: Profile, rate: Callable[[], float],
+    def of(cls, args, objectives: tuple[str, ...], space: str, profile: Profile, pace: Callable[[], Pace],
            seconds_left: float | None) -> "Plan":
         """The plan of a search command: ``args`` as parsed (the contract already resolved into
-        them), the budget's ``profile``, the reference ``rate`` (measured only where it is needed)."""
+        them), the budget's ``profile``, the ``pace`` here (measured only where it is needed).
+        Epochs the user gave (--epochs) are every candidate's; sized ones stretch for cheap nets."""
         timed = args.timeout is not None and profile.max_flops is not None  # a CPU with a deadline
+        stretch = None if args.epochs else min(MAX_EPOCHS["cpu"], STRETCH_MAX * profile.epochs)
         return cls(objectives=objectives, trials=args.trials, epochs=profile.epochs, space=space,
                    max_params=args.max_params, max_flops=args.max_flops,
                    profile_max_flops=None if timed else profile.max_flops,
-                   flop_rate=rate() * pass_flops(reference_spec().arch) if timed else None,
+                   pace=pace() if timed else None, stretch_epochs=stretch if timed else None,
                    max_top_seconds=args.timeout * TOP_SECONDS_SHARE if timed else None,
                    timeout=seconds_left, seed=args.seed, precision=args.precision, compile=args.compile,
                    pruner=args.pruner, prune_factor=args.prune_factor, prune_min_trials=args.prune_min_trials,

@@ -66,12 +66,12 @@ def skipped(writer: TrialWriter, reason: str) -> Ending:
 
 
 def candidate(writer: TrialWriter, plan: Plan) -> ModelSpec:
-    """The trial's model: an enqueued seed preset, else a sample of the plan's space."""
+    """The trial's model: an enqueued seed preset, else a sample of the plan's space; trained for
+    the epochs the plan gives a net of its cost."""
     preset = writer.user_attrs.get(record.PRESET)
-    if preset:
-        spec = zoo.get(preset)
-        return dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=plan.epochs))
-    return sample(writer.trial, plan.epochs, plan.space)
+    spec = zoo.get(preset) if preset else sample(writer.trial, plan.epochs, plan.space)
+    epochs = plan.epochs_for(pass_flops(spec.arch))
+    return dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=epochs))
 
 
 def over_budget(plan: Plan, n_params: int, n_flops: int, n_pass: int, top_images: int) -> str | None:
@@ -85,8 +85,8 @@ def over_budget(plan: Plan, n_params: int, n_flops: int, n_pass: int, top_images
     if plan.max_flops is None and plan.profile_max_flops is not None and n_pass > plan.profile_max_flops:
         # A seed skipped here loses nothing: the front is compared with its reported figures.
         return f"over the profile's {plan.profile_max_flops / 1e6:g} MFLOPs ({n_pass / 1e6:.1f}; --max-flops to change)"
-    if plan.max_flops is None and plan.max_top_seconds and plan.flop_rate:
-        top = top_images * n_pass / plan.flop_rate
+    if plan.max_flops is None and plan.max_top_seconds and plan.pace:
+        top = plan.pace.seconds(n_pass, top_images)
         if top > plan.max_top_seconds:
             return (f"its top-rung training would take about {top / 60:.0f} min here, over "
                     f"{plan.max_top_seconds / 60:.0f} min ({TOP_SECONDS_SHARE:.0%} of --timeout; --max-flops to change)")
