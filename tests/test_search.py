@@ -249,11 +249,11 @@ def test_the_time_cap_counts_a_small_nets_fixed_cost_an_image():
     assert why and "top-rung training would take about 1 min here, over 1 min" in why
 
 
-def test_a_timed_search_stretches_cheap_candidates_and_keeps_the_users_epochs(synth_dir, tmp_path, monkeypatch):
+def test_stretch_cheap_trains_cheap_candidates_longer_and_keeps_the_users_epochs(synth_dir, tmp_path, monkeypatch):
     from search.loop import plan
     monkeypatch.setattr(plan, "TOP_RUNG_SHARE", 10**9)  # the timeout sizes a top rung of 1 epoch
     common = ["--data-dir", str(synth_dir), "--study", "s", "--val-size", "100", "--quiet", "--seed", "1",
-              "--trials", "2", "--no-enqueue-seeds", "--timeout", "600"]
+              "--trials", "2", "--no-enqueue-seeds", "--timeout", "600", "--stretch-cheap"]
     assert main([*common, "--storage", f"sqlite:///{tmp_path / 'sized.db'}"]) == 0
     study = load(tmp_path / "sized.db")
     assert study.user_attrs["budget"]["epochs"] == 1
@@ -262,9 +262,11 @@ def test_a_timed_search_stretches_cheap_candidates_and_keeps_the_users_epochs(sy
     for t in warm:
         epochs = ModelSpec.from_json(record.spec_text(t)).train.epochs
         assert 1 < epochs <= plan.STRETCH_MAX and t.user_attrs["epochs_run"] == epochs
-    assert main([*common, "--epochs", "1", "--storage", f"sqlite:///{tmp_path / 'given.db'}"]) == 0
-    given = [t for t in load(tmp_path / "given.db").trials if t.state == TrialState.COMPLETE]
-    assert given and all(ModelSpec.from_json(record.spec_text(t)).train.epochs == 1 for t in given)
+    for name, extra in (("given", ["--epochs", "1"]), ("default", [])):  # the user's epochs; the flag left out
+        args = [a for a in common if a != "--stretch-cheap"] if name == "default" else common
+        assert main([*args, *extra, "--storage", f"sqlite:///{tmp_path / f'{name}.db'}"]) == 0
+        done = [t for t in load(tmp_path / f"{name}.db").trials if t.state == TrialState.COMPLETE]
+        assert done and all(ModelSpec.from_json(record.spec_text(t)).train.epochs == 1 for t in done)
 
 
 def test_a_search_without_validation_images_is_refused_at_once(synth_dir, tmp_path, capsys):
