@@ -147,6 +147,8 @@ def test_the_final_training_runs_each_seed_and_reports_the_spread(study_db, synt
     out = capsys.readouterr().out
     assert "final training: 1 model(s) x 2 seed(s) = 2 run(s) of 1 epoch(s)" in out
     assert f"trial-{best.number} seed 6 (2/2): epoch 1 of 1, train loss" in out and "min of the final training left" in out
+    assert f"(search {100 * best.user_attrs['test_acc']:.2f}%; final training {100 * final['mean']:.2f}% ± " in out
+    assert "(2 seeds, 1 epochs))" in out and " seeds: " not in out
     report = (tmp_path / "r" / "report.md").read_text()
     assert "final: mean ± spread over seeds" in report and "the run of seed 5" in report
     # the study keeps the figures: show gives the spread

@@ -270,7 +270,7 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
             results.append(metrics)
             before = t.user_attrs.get(record.TEST_ACC)
             log(f"{folder.name}: {metrics['params']:,} params, test {pct(report['accuracy'])}"
-                + (f" (search {pct(before)}; {len(schedule.seeds)} seeds: {final_figure(figures_final)})"
+                + (f" (search {pct(before)}; final training {final_figure(figures_final)})"
                    if options.retrain else "")
                 + f"; its .pt2, ONNX and TorchScript files match PyTorch within {max(checks.values()):.1e}")
         write_report(tmp, study, chosen, results)
