@@ -246,7 +246,7 @@ def test_the_time_cap_counts_a_small_nets_fixed_cost_an_image():
     plan = Plan(pace=Pace(fixed=1e-4, per_flop=0.0), max_top_seconds=60.0)
     assert over_budget(plan, 1_000, 1_000, 1_000, top_images=500_000) is None  # 50 s
     why = over_budget(plan, 1_000, 1_000, 1_000, top_images=700_000)          # 70 s
-    assert why and "top-rung training would take about 1 min here, over 1 min" in why
+    assert why and "top-rung training would take about 1.2 min here, over 1.0 min (25% of --timeout" in why
 
 
 def test_stretch_cheap_trains_cheap_candidates_longer_and_keeps_the_users_epochs(synth_dir, tmp_path, monkeypatch):

@@ -88,8 +88,8 @@ def over_budget(plan: Plan, n_params: int, n_flops: int, n_pass: int, top_images
     if plan.max_flops is None and plan.max_top_seconds and plan.pace:
         top = plan.pace.seconds(n_pass, top_images)
         if top > plan.max_top_seconds:
-            return (f"its top-rung training would take about {top / 60:.0f} min here, over "
-                    f"{plan.max_top_seconds / 60:.0f} min ({TOP_SECONDS_SHARE:.0%} of --timeout; --max-flops to change)")
+            return (f"its top-rung training would take about {top / 60:.1f} min here, over "
+                    f"{plan.max_top_seconds / 60:.1f} min ({TOP_SECONDS_SHARE:.0%} of --timeout; --max-flops to change)")
     return None
 
 
