@@ -26,9 +26,9 @@ rung:
 - cost-aware, against the finished trials: a trial is also pruned, its place at the rung
   notwithstanding, when a finished trial no larger already reached more than this trial can
   still reach by the top rung: its accuracy here plus the gain that finished trials of its
-  schedule typically made from this rung on (their upper quartile), plus ``margin``. A large model that learns fast
-  early is on every rung's front, yet training it to the top buys a point that a smaller finished
-  one already holds; this stops it once that is clear;
+  schedule typically made from this rung on (their upper quartile), plus ``margin``. A large
+  model that learns fast early is on every rung's front, yet training it to the top buys a point
+  that a smaller finished one already holds; this stops it once that is clear;
 - at the first rung, a curve still at chance is pruned whatever the others did;
 - with a deadline, a trial that cannot reach the top rung before it stops at its next rung.
 
