@@ -206,7 +206,7 @@ def estimate(trials: int, top_images: int, rate: float) -> str:
 
 
 def stretch_note(plan: Plan) -> str:
-    if not plan.pace or not plan.stretch_epochs or plan.stretch_epochs <= plan.epochs:
+    if not plan.stretches:
         return ""
     return (f"; nets cheaper than the reference train up to {plan.stretch_epochs} epochs, "
             f"as long as the reference's {plan.epochs} take")

@@ -148,10 +148,15 @@ class Plan:
     rung_min_images: int = prune.FIRST_RUNG_IMAGES
     stop_flat: float | None = None        # --stop-when-flat (search.view.hypervolume)
 
+    @property
+    def stretches(self) -> bool:
+        """Whether cheap candidates train longer than the top rung's epochs (--stretch-cheap, timed)."""
+        return self.pace is not None and bool(self.stretch_epochs) and self.stretch_epochs > self.epochs
+
     def epochs_for(self, n_pass: int) -> int:
         """The epochs a candidate of ``n_pass`` forward FLOPs trains: the top rung's, or for a net
         cheaper than the reference, as many as the reference's training time buys it (capped)."""
-        if self.pace is None or not self.stretch_epochs or self.stretch_epochs <= self.epochs:
+        if not self.stretches:
             return self.epochs
         ratio = self.pace.seconds(pass_flops(reference_spec().arch)) / max(1e-12, self.pace.seconds(n_pass))
         return max(self.epochs, min(self.stretch_epochs, round(self.epochs * ratio)))
