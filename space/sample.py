@@ -160,8 +160,12 @@ _TRAIN = {"optimizer": "adamw", "lr": 0.003, "weight_decay": 5e-4, "batch_size":
 _ARCH = {"widen": 2.0, "kernel": 3, "bn": "before", "activation": "relu", "pool": "max", "reduce": 0.0,
          "dropout": 0.0, "head": "gap", "dense_units": 0, "residual": False}
 WARM_STARTS: tuple[dict[str, Any], ...] = tuple({**_ARCH, **_TRAIN, **arch} for arch in (
-    {"stages": 2, "width": 8, "depth": 1},
-    {"stages": 3, "width": 8, "depth": 1},
+    # The two smallest: 1x1 reductions (and a flatten head) buy more accuracy per parameter than
+    # fewer stages, at the same FLOPs (measured, 8 epochs on 50k images: 86.1% validation at 3,622
+    # parameters against 75.3% at 1,466 with 2 stages; 89.4% at 6,182 against 87.7% at 6,330 without
+    # the reductions).
+    {"stages": 3, "width": 8, "depth": 1, "reduce": 0.5},
+    {"stages": 3, "width": 8, "depth": 1, "reduce": 0.5, "head": "flatten"},
     {"stages": 3, "width": 12, "depth": 2},
     {"stages": 3, "width": 16, "depth": 2, "dropout": 0.1},
     {"stages": 2, "width": 16, "depth": 2, "head": "flatten", "dense_units": 64, "dropout": 0.2},
