@@ -157,10 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "else 10 on a CPU and 20 on a GPU)")
     s.add_argument("--timeout", type=_positive_int,
                    help="finish within this many seconds: trials that cannot reach the top rung in time stop")
-    s.add_argument("--stretch-cheap", action="store_true",
+    s.add_argument("--stretch-cheap", action=argparse.BooleanOptionalAction, default=True,
                    help="with --timeout on a CPU and no --epochs: nets cheaper than the mid-sized reference "
-                        "train longer, for about its time (at most 4x the epochs and 15); off by default until "
-                        "measured on the side-by-side benchmark")
+                        "train longer, for about its time (at most 4x the epochs and 15); on by default, "
+                        "--no-stretch-cheap: every candidate trains the top rung's epochs")
     s.add_argument("--pruner", default="pareto", choices=PRUNERS,
                    help="pareto (default): stop candidates dominated at geometric rungs; none")
     s.add_argument("--prune-factor", type=_int_at_least(2), default=prune.FACTOR,

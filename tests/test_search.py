@@ -249,11 +249,11 @@ def test_the_time_cap_counts_a_small_nets_fixed_cost_an_image():
     assert why and "top-rung training would take about 1.2 min here, over 1.0 min (25% of --timeout" in why
 
 
-def test_stretch_cheap_trains_cheap_candidates_longer_and_keeps_the_users_epochs(synth_dir, tmp_path, monkeypatch):
+def test_cheap_candidates_train_longer_unless_the_user_says_otherwise(synth_dir, tmp_path, monkeypatch):
     from search.loop import plan
     monkeypatch.setattr(plan, "TOP_RUNG_SHARE", 10**9)  # the timeout sizes a top rung of 1 epoch
     common = ["--data-dir", str(synth_dir), "--study", "s", "--val-size", "100", "--quiet", "--seed", "1",
-              "--trials", "2", "--no-enqueue-seeds", "--timeout", "600", "--stretch-cheap"]
+              "--trials", "2", "--no-enqueue-seeds", "--timeout", "600"]
     assert main([*common, "--storage", f"sqlite:///{tmp_path / 'sized.db'}"]) == 0
     study = load(tmp_path / "sized.db")
     assert study.user_attrs["budget"]["epochs"] == 1
@@ -262,9 +262,8 @@ def test_stretch_cheap_trains_cheap_candidates_longer_and_keeps_the_users_epochs
     for t in warm:
         epochs = ModelSpec.from_json(record.spec_text(t)).train.epochs
         assert 1 < epochs <= plan.STRETCH_MAX and t.user_attrs["epochs_run"] == epochs
-    for name, extra in (("given", ["--epochs", "1"]), ("default", [])):  # the user's epochs; the flag left out
-        args = [a for a in common if a != "--stretch-cheap"] if name == "default" else common
-        assert main([*args, *extra, "--storage", f"sqlite:///{tmp_path / f'{name}.db'}"]) == 0
+    for name, extra in (("given", ["--epochs", "1"]), ("off", ["--no-stretch-cheap"])):
+        assert main([*common, *extra, "--storage", f"sqlite:///{tmp_path / f'{name}.db'}"]) == 0
         done = [t for t in load(tmp_path / f"{name}.db").trials if t.state == TrialState.COMPLETE]
         assert done and all(ModelSpec.from_json(record.spec_text(t)).train.epochs == 1 for t in done)
 

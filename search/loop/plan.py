@@ -8,7 +8,7 @@ reads the command line.
 The budget: the top rung is the model as shipped, the whole training split for E epochs. E is
 ``--epochs``, else sized to ``--timeout`` by a brief measurement of a mid-sized net (so that about
 ``TOP_RUNG_SHARE`` top-rung trainings fit, at most ``MAX_EPOCHS``), else the device's default.
-With --stretch-cheap and --timeout on a CPU (and no --epochs), a candidate cheaper than that net
+With --timeout on a CPU (and no --epochs or --no-stretch-cheap), a candidate cheaper than that net
 trains longer, for about the time the mid-sized net's E epochs take (``Plan.epochs_for``), so that
 the small end of the front is not judged half-trained.
 """
@@ -50,7 +50,7 @@ MAX_EPOCHS = {"cuda": 40, "cpu": 15}
 # With --timeout, one top-rung training of the reference net takes about this fraction of it:
 # the ladder below the top costs about as much again per rung, and the front wants several models.
 TOP_RUNG_SHARE = 16
-# With --stretch-cheap and --timeout on a CPU, a candidate cheaper than the reference net trains
+# With --timeout on a CPU (unless --no-stretch-cheap), a candidate cheaper than the reference net trains
 # for as long as the reference would, at most this many times the top rung's epochs (and
 # MAX_EPOCHS): a net of a few thousand parameters is still far from its level after the epochs
 # that size a mid-sized one, and costs a fifth of its time an image (measured: 65.7% at 1,466
@@ -150,7 +150,7 @@ class Plan:
 
     @property
     def stretches(self) -> bool:
-        """Whether cheap candidates train longer than the top rung's epochs (--stretch-cheap, timed)."""
+        """Whether cheap candidates train longer than the top rung's epochs (timed, not --no-stretch-cheap)."""
         return self.pace is not None and bool(self.stretch_epochs) and self.stretch_epochs > self.epochs
 
     def epochs_for(self, n_pass: int) -> int:
@@ -166,10 +166,10 @@ class Plan:
            seconds_left: float | None) -> "Plan":
         """The plan of a search command: ``args`` as parsed (the contract already resolved into
         them), the budget's ``profile``, the ``pace`` here (measured only where it is needed).
-        With --stretch-cheap, sized epochs stretch for cheap nets; --epochs are every candidate's."""
+        Sized epochs stretch for cheap nets (unless --no-stretch-cheap); --epochs are every candidate's."""
         timed = args.timeout is not None and profile.max_flops is not None  # a CPU with a deadline
         stretch = (min(MAX_EPOCHS["cpu"], STRETCH_MAX * profile.epochs)
-                   if getattr(args, "stretch_cheap", False) and not args.epochs else None)
+                   if getattr(args, "stretch_cheap", True) and not args.epochs else None)
         return cls(objectives=objectives, trials=args.trials, epochs=profile.epochs, space=space,
                    max_params=args.max_params, max_flops=args.max_flops,
                    profile_max_flops=None if timed else profile.max_flops,
