@@ -208,8 +208,8 @@ def estimate(trials: int, top_images: int, rate: float) -> str:
 def stretch_note(plan: Plan) -> str:
     if not plan.stretches:
         return ""
-    return (f"; nets cheaper than the reference train up to {plan.stretch_epochs} epochs, "
-            f"as long as the reference's {plan.epochs} take")
+    return (f"; nets cheaper than the reference train longer, up to {plan.stretch_epochs} epochs "
+            f"(about the reference's training time; --no-stretch-cheap: all {plan.epochs})")
 
 
 def plan_budget(args: argparse.Namespace, device: torch.device, data: fmnist.Splits,

@@ -238,6 +238,9 @@ def test_cheap_candidates_train_as_long_as_the_reference_would_within_the_caps()
     assert plan.epochs_for(ref // 2) == 3     # round(2 x 1.8)
     assert Plan(epochs=13, pace=pace, stretch_epochs=MAX_EPOCHS["cpu"]).epochs_for(564_800) == MAX_EPOCHS["cpu"]
     assert Plan(epochs=2).epochs_for(564_800) == 2  # no pace measured (no --timeout, or a GPU): no stretch
+    from search.commands import stretch_note
+    assert "up to 8 epochs" in stretch_note(plan) and "--no-stretch-cheap: all 2" in stretch_note(plan)
+    assert stretch_note(Plan(epochs=2)) == ""
 
 
 def test_the_time_cap_counts_a_small_nets_fixed_cost_an_image():
