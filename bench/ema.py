@@ -33,18 +33,12 @@ from space import ModelSpec, build, param_count  # noqa: E402
 def run(spec: ModelSpec, data: fmnist.Splits, decays: list[float], seed: int) -> dict[str, tuple[float, float]]:
     model = build(spec.arch, seed=seed)
     averages = {d: AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(d), use_buffers=True) for d in decays}
-    make_optimizer = trainer.make_optimizer
 
-    def with_averages(m, s):
-        opt = make_optimizer(m, s)
-        opt.register_step_post_hook(lambda *_: [a.update_parameters(model) for a in averages.values()])
-        return opt
+    def after_step(seen: int, total: int) -> None:  # the trainer calls it after every optimizer step
+        for a in averages.values():
+            a.update_parameters(model)
 
-    trainer.make_optimizer = with_averages
-    try:
-        trainer.train(model, data, spec.train, seed=seed, evaluate_test=False)
-    finally:
-        trainer.make_optimizer = make_optimizer
+    trainer.train(model, data, spec.train, seed=seed, evaluate_test=False, on_progress=after_step)
     amp = trainer.pick_precision(data.train.images.device)
     out = {}
     for name, net in [("trained", model), *((f"EMA {d}", a.module) for d, a in averages.items())]:
