@@ -47,8 +47,9 @@ work=$(mktemp -d)
 import dataclasses, sys, time
 import fmnist
 from search.loop.plan import measure_rate
+from space import param_count
 from space.sample import WARM_STARTS, fixed
-spec = fixed(WARM_STARTS[4])
+spec = min((fixed(w) for w in WARM_STARTS), key=lambda s: abs(param_count(s.arch) - 100_000))
 ds = fmnist.load(sys.argv[1], download=False)
 device = fmnist.pick_device("auto")
 data = fmnist.make_splits(ds, 10_000, 0).to(device)

@@ -369,7 +369,7 @@ def test_a_model_with_flip_tta_is_exported_with_it(tmp_path):
     """Every exported file predicts as the model does: the mean over each image and its mirror."""
     from search.handover.export import write_model_files
     from space.sample import WARM_STARTS, fixed
-    spec = fixed(WARM_STARTS[1])
+    spec = fixed(WARM_STARTS[3])
     assert spec.arch.tta == "flip"
     model = build(spec.arch, seed=1)
     x = torch.randn(6, 1, 28, 28)

@@ -198,7 +198,7 @@ def test_the_stages_space_samples_residual_networks_that_count_exactly():
 def test_flip_tta_predicts_the_mean_over_the_mirror_and_trains_on_one_pass():
     from space import pass_flops
     from space.sample import WARM_STARTS, fixed
-    plain = dataclasses.replace(fixed(WARM_STARTS[1]).arch, tta="none")
+    plain = dataclasses.replace(fixed(WARM_STARTS[3]).arch, tta="none")
     arch = dataclasses.replace(plain, tta="flip")
     net = build(arch, seed=3)
     inner = torch.nn.Sequential(*list(net)[1:-1])  # the same layers, the same weights, without the flips

@@ -22,7 +22,7 @@ import torch
 
 import fmnist
 from space import ModelSpec, build, pass_flops
-from space.sample import WARM_STARTS, fixed, smallest
+from space.sample import REFERENCE, fixed, smallest
 
 from search.loop import prune
 
@@ -71,7 +71,7 @@ def pick_profile(device: torch.device, epochs: int | None = None, timeout: float
 
 def reference_spec() -> ModelSpec:
     """The mid-sized net of the stages space whose training speed sizes budgets."""
-    return fixed(WARM_STARTS[3])
+    return fixed(REFERENCE)
 
 
 def reference_rate(data: fmnist.Splits, precision: str, seed: int = 0) -> float:
