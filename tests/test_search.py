@@ -152,9 +152,11 @@ def test_timeout_stops_starting_trials(synth_dir, tmp_path):
 
 
 def test_every_complete_trial_reached_the_top_rung_and_seeds_are_pruned_like_any_other(synth_dir, tmp_path):
+    from space.sample import WARM_STARTS
     db = tmp_path / "top.db"
+    n_trials = str(len(WARM_STARTS) + 1)  # the warm starts, then the cheapest seed model
     assert main(["--data-dir", str(synth_dir), "--storage", f"sqlite:///{db}", "--study", "s", "--quiet",
-                 "--val-size", "100", "--epochs", "3", "--trials", "8", "--rung-min-images", "100",
+                 "--val-size", "100", "--epochs", "3", "--trials", n_trials, "--rung-min-images", "100",
                  "--prune-min-trials", "3", "--seed", "4"]) == 0
     trials = [t for t in load(db).trials if "skipped" not in t.user_attrs]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
