@@ -260,7 +260,7 @@ def test_cheap_candidates_train_longer_unless_the_user_says_otherwise(synth_dir,
     from search.loop import plan
     monkeypatch.setattr(plan, "TOP_RUNG_SHARE", 10**9)  # the timeout sizes a top rung of 1 epoch
     # A pace like this CPU's (the reference net 2-3 times as slow an image as the small warm starts):
-    # measured on 500 synthetic images it is noise, and under load a flat line that stretches nothing.
+    # measured on 500 synthetic images it is noise, and can come out flat (no stretch) under load.
     monkeypatch.setattr(commands, "measure_pace", lambda *a, **k: plan.Pace(fixed=2e-5, per_flop=2e-12))
     common = ["--data-dir", str(synth_dir), "--study", "s", "--val-size", "100", "--quiet", "--seed", "1",
               "--trials", "2", "--no-enqueue-seeds", "--timeout", "600"]
