@@ -221,14 +221,20 @@ def plan_budget(args: argparse.Namespace, device: torch.device, data: fmnist.Spl
     return pick_profile(device, args.epochs, args.timeout, len(data.train), rate=rate)
 
 
+def _started_by_workers(args: argparse.Namespace) -> bool:
+    """A worker that --workers started: its first worker reached the storage a moment ago, so a
+    server it cannot reach is in an outage, waited for as during the trials."""
+    return args.worker_of is not None
+
+
 def find_study(args: argparse.Namespace, objectives: tuple[str, ...], sampler):
     """(storage, study) as they are before this command writes anything: the storage is opened
     only where it already holds Optuna's tables (else None), the study only where it exists."""
-    found = storages.tables(args.storage)
+    found = storages.tables(args.storage, wait=_started_by_workers(args))
     storages.check_tables(args.storage, found, create=True)  # another application's database: refused
     if not storages.has_optuna_tables(found):
         return None, None
-    storage = storages.open_storage(args.storage, create=False)
+    storage = storages.open_storage(args.storage, create=False, wait=_started_by_workers(args))
     return storage, studies.check_study(storage, args.study, objectives, sampler)
 
 
@@ -301,7 +307,7 @@ def plan_search(args: argparse.Namespace, say: Callable[[str], None]) -> Planned
 def open_search(args: argparse.Namespace, p: Planned, say: Callable[[str], None]):
     """The study opened against the plan, once: created with its budget where it is new; its
     weights folder. From here on, the command writes."""
-    storage = p.storage or storages.open_storage(args.storage)
+    storage = p.storage or storages.open_storage(args.storage, wait=_started_by_workers(args))
     study = studies.open_study(storage, args.study, p.plan.objectives, p.sampler, p.existing)
     if record.BUDGET not in study.user_attrs:
         budget = record.Budget(epochs=p.profile.epochs, train_images=len(p.data.train), val_images=len(p.data.val),

@@ -2,6 +2,7 @@
 skipped, with the reason, where one cannot be started."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -51,6 +52,29 @@ def test_a_search_rides_out_a_20_second_outage_of_the_server(db_server, synth_di
     states = [t.state for t in study.trials]
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states
     assert sum(s == TrialState.COMPLETE for s in states) >= 14 - sum(s == TrialState.PRUNED for s in states)
+
+
+def test_a_worker_started_by_workers_waits_for_a_server_away_as_it_starts(db_server, synth_dir, tmp_path):
+    """A red CI (stop 28): the second worker of --workers, still loading when the outage above began,
+    opened the study during it and exited 2 ("cannot open"). A worker that --workers started waits
+    for the server, as one under way does; a first worker still says at once that it cannot reach it."""
+    import optuna
+    url = db_server.create("w")
+    db_server.stop()
+    try:
+        first = search_workers(url, synth_dir, tmp_path, "w", trials=1, workers=1)
+        _, err = first.communicate(timeout=120)
+        assert first.returncode == 2 and "cannot open" in err and "Traceback" not in err, err
+        worker = search_workers(url, synth_dir, tmp_path, "w", trials=1, workers=1,
+                                extra=("--worker-of", str(os.getpid()), "--worker-id", "1"))
+        time.sleep(15)  # past torch's import: the worker is waiting for the server
+        assert worker.poll() is None, worker.communicate()
+    finally:
+        db_server.start()
+    _, err = worker.communicate(timeout=300)
+    assert worker.returncode == 0, err
+    states = [t.state for t in optuna.load_study(study_name="w", storage=url).trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 1 and optuna.trial.TrialState.RUNNING not in states
 
 
 def test_six_workers_claiming_one_candidate_at_once_on_a_server(db_server, tmp_path):

@@ -154,18 +154,22 @@ def _known_tables() -> set[str]:
     return optuna_api.table_names() | {record.CLAIMS_TABLE}
 
 
-def tables(url: str) -> set[str]:
+def _table_names(url: str) -> set[str]:
+    engine = sqlalchemy.create_engine(url)
+    try:
+        return set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def tables(url: str, wait: bool = False) -> set[str]:
     """The tables the database at ``url`` holds (a SQLite file that does not exist holds none, and
-    is not created)."""
+    is not created). ``wait``: a server that cannot be reached is waited for, up to OUTAGE_S."""
     path = sqlite_path(url)
     if path is not None and not path.exists():
         return set()
     try:
-        engine = sqlalchemy.create_engine(url)
-        try:
-            return set(sqlalchemy.inspect(engine).get_table_names())
-        finally:
-            engine.dispose()
+        return (patient(_table_names) if wait and path is None else _table_names)(url)
     except Exception as e:
         raise _cannot_open(url, e) from None
 
@@ -232,15 +236,17 @@ def _quiet_pool(url: str) -> None:
         notice.urls.add(url)
 
 
-def open_storage(url: str, create: bool = True) -> RDBStorage:
+def open_storage(url: str, create: bool = True, wait: bool = False) -> RDBStorage:
     """An RDB storage with heartbeats; a bad or unreachable URL is one line naming it.
 
     ``create``: make Optuna's tables where the database has none (a search). A SQLite file holding
     tables of another application is refused: the study would be written among its data. Without
     ``create`` (show, export-best, the dashboard) nothing is created or migrated: a database
-    without Optuna's tables is refused instead."""
+    without Optuna's tables is refused instead. ``wait``: a server that cannot be reached is waited
+    for, up to OUTAGE_S, as a storage already open does (a worker of --workers, whose first worker
+    reached the server a moment ago); without it, that is said at once (most likely a wrong URL)."""
     check_url(url)
-    check_tables(url, tables(url), create)
+    check_tables(url, tables(url, wait), create)
     engine_kwargs, kind = {"pool_pre_ping": True}, PatientStorage  # a server: check connections before use
     if url.startswith("sqlite"):
         kind = TrackedStorage
@@ -252,14 +258,14 @@ def open_storage(url: str, create: bool = True) -> RDBStorage:
     rng = random.Random()  # jitter, so that racing workers do not retry in lockstep
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
-            storage = kind(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-                           grace_period=GRACE_S, heartbeat_stale_trial_callback=retry,
-                           skip_table_creation=not create)
+            storage = (patient(kind) if wait and kind is PatientStorage else kind)(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=retry, skip_table_creation=not create)
             if url.startswith("sqlite"):
                 _lock_on_begin(storage.engine)
             return storage
         except SCHEMA_RACE as e:
-            if attempt + 1 < SCHEMA_ATTEMPTS:
+            if attempt + 1 < SCHEMA_ATTEMPTS and not (wait and _connection_lost(e)):  # waited long enough
                 time.sleep(min(2.0, 0.1 * 2 ** attempt) * (0.5 + rng.random()))
                 continue
             raise _cannot_open(url, e) from None

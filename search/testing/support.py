@@ -67,11 +67,11 @@ MAX_FLOPS = 3_000_000  # cheap candidates only: the others are skipped at no cos
 
 
 def search_workers(url: str, synth_dir, tmp_path, study: str, trials: int, epochs: int = 12, workers: int = 2,
-                   short_grace: bool = False) -> subprocess.Popen:
-    """``fmnist-search --workers N`` on ``url``: cheap candidates, no pruning, weights in tmp_path."""
+                   short_grace: bool = False, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    """``fmnist-search --workers N [EXTRA]`` on ``url``: cheap candidates, no pruning, weights in tmp_path."""
     start = [sys.executable, "-c", SHORT_GRACE] if short_grace else [sys.executable, "-m", "search.cli"]
     cmd = [*start, "--data-dir", str(synth_dir), "--storage", url, "--study", study,
            "--quiet", "--val-size", "100", "--epochs", str(epochs), "--max-flops", str(MAX_FLOPS), "--trials", str(trials),
            "--no-enqueue-seeds", "--no-warm-start", "--pruner", "none", "--workers", str(workers),
-           "--artifact-dir", str(tmp_path / "weights")]
+           "--artifact-dir", str(tmp_path / "weights"), *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
