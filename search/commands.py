@@ -27,7 +27,7 @@ from search import signals
 from search.handover import written
 from search.loop import options
 from search.loop import workers
-from search.loop.plan import Plan, Profile, measure_pace, pick_profile, reference_rate
+from search.loop.plan import Pace, Plan, Profile, measure_pace, pick_profile, reference_rate
 from search.loop.run import Search, enqueue_seeds, enqueue_warm_starts
 from search.loop.trial import too_big
 from search.study import artifacts, opening as studies, record, storage as storages
@@ -221,6 +221,16 @@ def plan_budget(args: argparse.Namespace, device: torch.device, data: fmnist.Spl
     return pick_profile(device, args.epochs, args.timeout, len(data.train), rate=rate)
 
 
+def study_pace(stored: dict | None, data: fmnist.Splits, precision: str, space: str,
+               rate: Callable[[], float], seed: int) -> Pace:
+    """The pace the study's budget holds (a rerun or another worker: the same architecture gets the
+    same epochs, so it is known as a duplicate), else the pace measured here."""
+    budget = record.Budget.from_dict(stored)
+    if budget is not None and budget.pace is not None:
+        return Pace(*budget.pace)
+    return measure_pace(data, precision, space, rate, seed)
+
+
 def _started_by_workers(args: argparse.Namespace) -> bool:
     """A worker that --workers started: its first worker reached the storage a moment ago, so a
     server it cannot reach is in an outage, waited for as during the trials."""
@@ -298,7 +308,7 @@ def plan_search(args: argparse.Namespace, say: Callable[[str], None]) -> Planned
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     rate = functools.cache(lambda: reference_rate(data, args.precision, args.seed))  # measured when needed
     profile = plan_budget(args, device, data, contract, rate)
-    pace = lambda: measure_pace(data, args.precision, contract.space, rate, args.seed)  # noqa: E731
+    pace = functools.partial(study_pace, stored, data, args.precision, contract.space, rate, args.seed)
     plan = Plan.of(args, objectives, contract.space, profile, pace,
                    None if args.timeout is None else max(1.0, args.timeout - (time.monotonic() - started)))
     return Planned(plan, contract, profile, data, device, precision, sampler, folder, storage, existing, rate)
@@ -309,10 +319,14 @@ def open_search(args: argparse.Namespace, p: Planned, say: Callable[[str], None]
     weights folder. From here on, the command writes."""
     storage = p.storage or storages.open_storage(args.storage, wait=_started_by_workers(args))
     study = studies.open_study(storage, args.study, p.plan.objectives, p.sampler, p.existing)
+    pace = None if p.plan.pace is None else (p.plan.pace.fixed, p.plan.pace.per_flop)
+    stored = study.user_attrs.get(record.BUDGET)
+    if stored and pace is not None and "pace" not in stored:  # a study first run without a timeout
+        study.set_user_attr(record.BUDGET, {**stored, "pace": list(pace)})
     if record.BUDGET not in study.user_attrs:
         budget = record.Budget(epochs=p.profile.epochs, train_images=len(p.data.train), val_images=len(p.data.val),
                                split_seed=args.seed, space=p.contract.space, profile=p.profile.name,
-                               train_subset=args.train_subset)
+                               train_subset=args.train_subset, pace=pace)
         study.set_user_attr(record.BUDGET, budget.to_dict())
         # Workers that created the study together: the last budget written is the study's; one
         # whose own was overwritten by a different one stops here.

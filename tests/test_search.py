@@ -261,7 +261,8 @@ def test_cheap_candidates_train_longer_unless_the_user_says_otherwise(synth_dir,
     monkeypatch.setattr(plan, "TOP_RUNG_SHARE", 10**9)  # the timeout sizes a top rung of 1 epoch
     # A pace like this CPU's (the reference net 2-3 times as slow an image as the small warm starts):
     # measured on 500 synthetic images it is noise, and can come out flat (no stretch) under load.
-    monkeypatch.setattr(commands, "measure_pace", lambda *a, **k: plan.Pace(fixed=2e-5, per_flop=2e-12))
+    measured = []
+    monkeypatch.setattr(commands, "measure_pace", lambda *a, **k: measured.append(1) or plan.Pace(2e-5, 2e-12))
     common = ["--data-dir", str(synth_dir), "--study", "s", "--val-size", "100", "--quiet", "--seed", "1",
               "--trials", "2", "--no-enqueue-seeds", "--timeout", "600"]
     assert main([*common, "--storage", f"sqlite:///{tmp_path / 'sized.db'}"]) == 0
@@ -272,6 +273,14 @@ def test_cheap_candidates_train_longer_unless_the_user_says_otherwise(synth_dir,
     for t in warm:
         epochs = ModelSpec.from_json(record.spec_text(t)).train.epochs
         assert 1 < epochs <= plan.STRETCH_MAX and t.user_attrs["epochs_run"] == epochs
+    # The budget keeps the pace: a rerun (or another worker) sizes cheap nets' epochs with it, so
+    # the same architecture gets the same epochs; it measures nothing.
+    assert study.user_attrs["budget"]["pace"] == [2e-5, 2e-12] and len(measured) == 1
+    assert common[-5:-3] == ["--trials", "2"]
+    assert main([*common[:-4], "3", *common[-3:], "--storage", f"sqlite:///{tmp_path / 'sized.db'}"]) == 0
+    assert len(measured) == 1
+    again = [t for t in load(tmp_path / "sized.db").trials if t.state == TrialState.COMPLETE]
+    assert len(again) == 3 and ModelSpec.from_json(record.spec_text(again[2])).train.epochs > 1
     for name, extra in (("given", ["--epochs", "1"]), ("off", ["--no-stretch-cheap"])):
         assert main([*common, *extra, "--storage", f"sqlite:///{tmp_path / f'{name}.db'}"]) == 0
         done = [t for t in load(tmp_path / f"{name}.db").trials if t.state == TrialState.COMPLETE]

@@ -93,6 +93,9 @@ class Budget:
     space: str = "blocks"           # absent from studies written before spaces were recorded
     profile: str = ""               # cpu or gpu; absent from the earliest studies
     train_subset: int | None = None  # --train-subset, when one was given
+    # Seconds to train one image, fixed and per forward FLOP (search.loop.plan.Pace), where a timed
+    # search measured it: a rerun and the other workers size cheap nets' epochs with the same figures.
+    pace: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None and v != ""}
