@@ -323,7 +323,7 @@ def open_search(args: argparse.Namespace, p: Planned, say: Callable[[str], None]
     stored = study.user_attrs.get(record.BUDGET)
     if stored and pace is not None and "pace" not in stored:  # a study first run without a timeout
         study.set_user_attr(record.BUDGET, {**stored, "pace": list(pace)})
-    if record.BUDGET not in study.user_attrs:
+    if stored is None:
         budget = record.Budget(epochs=p.profile.epochs, train_images=len(p.data.train), val_images=len(p.data.val),
                                split_seed=args.seed, space=p.contract.space, profile=p.profile.name,
                                train_subset=args.train_subset, pace=pace)
