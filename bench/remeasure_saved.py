@@ -21,6 +21,7 @@ import fmnist  # noqa: E402
 from fmnist.augment import to_input  # noqa: E402
 from search.handover.export import write_model_files  # noqa: E402
 from space import ModelSpec, build, param_count  # noqa: E402
+from space.build import without_tta  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from remeasure import onnx_accuracy  # noqa: E402
@@ -42,8 +43,8 @@ def main() -> int:
             write_model_files(out, spec, model, to_input(test.images[:2]))
         row = {"folder": folder.name, "params": param_count(spec.arch), "tta": spec.arch.tta,
                "epochs": spec.train.epochs, "onnx_test_acc": onnx_accuracy(out / "model.onnx", test)}
-        if spec.arch.tta == "flip":  # the layers between the flips: the same weights, one pass
-            plain = torch.nn.Sequential(*list(model)[1:-1])
+        if spec.arch.tta != "none":  # the layers between the views: the same weights, one pass
+            plain = without_tta(model)
             row["without_tta"] = fmnist.accuracy(fmnist.predict(plain, test.images), test.labels)
         rows.append(row)
         print(json.dumps(row), flush=True)

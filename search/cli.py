@@ -211,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seeds", type=_int_range(1, 100), default=1,
                    help="with --retrain: runs of each architecture (seeds --seed, --seed+1, ...); their mean and "
                         "spread are reported, the first seed's run is exported (default 1)")
+    e.add_argument("--keep-tta", action="store_true",
+                   help="export each model with the test-time augmentation its search used (default: choose it "
+                        "again on the search's validation split, with its search weights, among those its training "
+                        "allows: none, flip, flip-shift)")
     _add_data_options(e)
 
     d = sub.add_parser("dashboard", help="serve optuna-dashboard on the study, with its weights, and print the URL")

@@ -493,7 +493,8 @@ def export_best(args: argparse.Namespace) -> int:
     ds = load_dataset(args)
     print(f"exporting {len(chosen)} model(s) of study {args.study!r} to {out}")
     export(study, chosen, out, store, ds, ExportOptions(device, args.precision, args.retrain, args.epochs, args.seed,
-                                                         args.retrain_minutes, args.seeds), protected=protected)
+                                                         args.retrain_minutes, args.seeds, args.keep_tta),
+           protected=protected)
     print(f"done: {out / 'report.html'} and {out / 'report.md'}")
     return 0
 

@@ -8,9 +8,15 @@ last block (activation, pool, dropout) stays in the outer sequence.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from fmnist.data import MEAN, STD
+
+from .count import VIEWS
 from .spec import ArchSpec, ConvBlock, Shortcut, feature_shapes, shortcuts
+
+_BLACK = -MEAN / STD  # a black pixel, normalized as the network's input is
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "elu": nn.ELU}
 _POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
@@ -27,18 +33,36 @@ class Residual(nn.Module):
         return self.body(x) + self.shortcut(x)
 
 
-class FlipBatch(nn.Module):
-    """Predicting (eval mode): the batch, then its left-right mirror, as one batch of twice the size."""
+class Views(nn.Module):
+    """Predicting (eval mode): each test-time augmentation view of the batch, one after the other,
+    as one batch (``ArchSpec.tta``): the image and its mirror, and for "flip-shift" both moved one
+    pixel each way, the edge filled with black as training's shifts fill it."""
+
+    def __init__(self, tta: str):
+        super().__init__()
+        self.shift = tta == "flip-shift"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.training else torch.cat([x, x.flip(-1)])
+        if self.training:
+            return x
+        views = [x, x.flip(-1)]
+        if self.shift:
+            h, w = x.shape[-2:]
+            pads = [F.pad(v, (1, 1, 1, 1), value=_BLACK) for v in views]
+            views += [p[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+                      for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)) for p in pads]
+        return torch.cat(views)
 
 
-class MeanOfFlips(nn.Module):
-    """Predicting: the mean of each image's logits and its mirror's (the halves ``FlipBatch`` made)."""
+class MeanOfViews(nn.Module):
+    """Predicting: the mean of each image's logits over the ``n`` views that ``Views`` made."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.training else x.reshape(2, -1, x.shape[-1]).mean(0)
+        return x if self.training else x.reshape(self.n, -1, x.shape[-1]).mean(0)
 
 
 def _norm_act(bn: str, norm: nn.Module, activation: str) -> list[nn.Module]:
@@ -115,6 +139,14 @@ def _build(arch: ArchSpec) -> nn.Sequential:
             layers.append(nn.Dropout(layer.dropout))
         width = layer.units
     layers.append(nn.Linear(width, arch.num_classes))
-    if arch.tta == "flip":
-        layers = [FlipBatch(), *layers, MeanOfFlips()]
-    return nn.Sequential(*layers)
+    return with_tta(nn.Sequential(*layers), arch.tta)
+
+
+def with_tta(core: nn.Sequential, tta: str) -> nn.Sequential:
+    """``core`` (a network without test-time augmentation) predicting with ``tta``; the same
+    modules, so weights trained once serve every choice. ``without_tta`` undoes it."""
+    return core if tta == "none" else nn.Sequential(Views(tta), *core, MeanOfViews(VIEWS[tta]))
+
+
+def without_tta(model: nn.Sequential) -> nn.Sequential:
+    return nn.Sequential(*model[1:-1]) if isinstance(model[0], Views) else model

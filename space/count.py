@@ -1,13 +1,15 @@
 """Parameter count and FLOPs from the spec alone, before any model is built or trained.
 
-FLOPs are for one image, forward, as the model predicts (two passes with flip test-time
-augmentation; ``pass_flops`` is one pass, what training pays): 2 x multiply-accumulates of every
+FLOPs are for one image, forward, as the model predicts (one pass per test-time augmentation
+view: 2 with flips, 10 with flips and shifts; ``pass_flops`` is one pass, what training pays): 2 x multiply-accumulates of every
 conv and linear layer (the convention of torch.utils.flop_counter, which the tests check against). Batch norm, activations
 and pooling are left out: they fold into the convs at inference or cost next to nothing.
 """
 from __future__ import annotations
 
 from .spec import ArchSpec, conv_out, feature_shapes, shortcuts
+
+VIEWS = {"none": 1, "flip": 2, "flip-shift": 10}  # forward passes an image, by ArchSpec.tta
 
 
 def _layers(arch: ArchSpec):
@@ -52,7 +54,7 @@ def pass_flops(arch: ArchSpec) -> int:
 
 def passes(arch: ArchSpec) -> int:
     """Forward passes per image when the model predicts."""
-    return 2 if arch.tta == "flip" else 1
+    return VIEWS[arch.tta]
 
 
 def flops(arch: ArchSpec) -> int:

@@ -24,9 +24,11 @@ from fmnist.augment import to_input
 from fmnist.errors import UsageError
 from fmnist.metrics import classification_report
 from space import ModelSpec, build, flops, param_count, zoo
+from space.build import with_tta, without_tta
+from space.spec import tta_choices
 
 from search import signals
-from search.handover import final, written
+from search.handover import final, tta, written
 from search.study import record
 from search.study.artifacts import load_weights, read_state_dict
 from search.view import figures, hypervolume
@@ -205,6 +207,7 @@ class ExportOptions:
     seed: int = 0
     minutes: float | None = None     # the final training's time budget, spread over the models
     seeds: int = 1                   # runs of each architecture in the final training
+    keep_tta: bool = False           # export with the search's TTA rather than choose it again on validation
 
 
 def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds: fmnist.FashionMNIST,
@@ -220,6 +223,8 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
     specs = {t.number: ModelSpec.from_json(record.spec_text(t)) for t in chosen}
     # Load every input first: a missing or corrupt weights file stops before anything is written.
     weights = {} if options.retrain else {t.number: load_weights(t, store) for t in chosen}
+    searched = dict(specs)
+    tta_val = {} if options.keep_tta else choose_tta(study, chosen, specs, weights, store, ds, options, amp, log)
     results: list[dict] = []
     if options.retrain:
         data = fmnist.make_splits(ds, val_size=0, seed=options.seed).to(options.device)
@@ -242,8 +247,9 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
                                  **final.summary(accs)}
                 record.keep_final(study, t.number, figures_final)
             else:
-                model = build(spec.arch)
+                model = build(searched[t.number].arch)
                 model.load_state_dict(weights[t.number])
+                model = with_tta(without_tta(model), spec.arch.tta)
             model.to(options.device)
             report = classification_report(fmnist.predict(model, test.images, amp), test.labels)
             folder = tmp / folder_name(t)
@@ -252,6 +258,7 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
             metrics = {
                 "trial": t.number, "preset": t.user_attrs.get(record.PRESET), "params": param_count(spec.arch),
                 "flops": flops(spec.arch), "tta": spec.arch.tta, "val_acc": t.user_attrs.get(record.VAL_ACC),
+                "tta_choice": {"searched": searched[t.number].arch.tta, "val_acc": tta_val.get(t.number)},
                 "test_acc": report["accuracy"], "test_top5": report["top5"],
                 "search": {"val_acc": t.user_attrs.get(record.VAL_ACC), "test_acc": t.user_attrs.get(record.TEST_ACC),
                            "epochs": t.user_attrs.get(record.EPOCHS_RUN)},
@@ -277,6 +284,36 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
 
     write_atomically(out, fill, protected)
     return results
+
+
+def choose_tta(study: optuna.Study, chosen: list[FrozenTrial], specs: dict[int, ModelSpec],
+               weights: dict[int, dict], store, ds: fmnist.FashionMNIST, options: ExportOptions,
+               amp: torch.dtype | None, log: Callable[[str], None]) -> dict[int, dict[str, float]]:
+    """Each chosen model's test-time augmentation, chosen again on the search's validation split
+    with its search weights (``search.handover.tta``): ``specs`` is updated; returns the validation
+    accuracy under each choice, by trial. A model whose choice cannot be made keeps the search's."""
+    budget = record.Budget.from_dict(study.user_attrs.get(record.BUDGET))
+    if budget is None or budget.split_seed is None or not budget.val_images:
+        log("test-time augmentation: as the search chose it (the study records no validation split to choose on)")
+        return {}
+    val = fmnist.make_splits(ds, budget.val_images, budget.split_seed, budget.train_subset).val.to(options.device)
+    found = {}
+    for t in chosen:
+        spec = specs[t.number]
+        if len(tta_choices(spec.train)) < 2:
+            continue  # trained without flips: nothing to choose
+        try:
+            state = weights[t.number] if t.number in weights else load_weights(t, store)
+        except UsageError as e:  # the final training needs no search weights: keep the search's choice
+            log(f"{folder_name(t)}: test-time augmentation {spec.arch.tta} as searched ({e})")
+            continue
+        accs = tta.validation_accuracy(spec, state, val, amp)
+        found[t.number] = accs
+        specs[t.number] = tta.with_choice(spec, tta.choose(accs))
+        log(f"{folder_name(t)}: test-time augmentation {specs[t.number].arch.tta}, chosen on validation with its "
+            f"search weights ({', '.join(f'{k} {pct(v)}' for k, v in accs.items())}; the search used "
+            f"{spec.arch.tta})")
+    return found
 
 
 def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], results: list[dict]) -> None:
@@ -343,9 +380,17 @@ def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], r
                   "is measured, and any margin counts.")
     if any(m["tta"] != "none" for m in results):
         doc.paragraph("TTA flip: the model predicts the mean of its logits over each image and its left-right "
-                      "mirror (two passes an image, counted in its MFLOPs). It was chosen on validation like any "
-                      "other setting; every figure of that model, and each of its exported files (ONNX, "
-                      "TorchScript, torch.export), includes it.")
+                      "mirror (two passes an image, counted in its MFLOPs); flip-shift: over those two and each "
+                      "moved one pixel left, right, up and down (ten passes). Every figure of that model after "
+                      "the search, and each of its exported files (ONNX, TorchScript, torch.export), includes it.")
+    changed = [(t, m) for t, m in zip(chosen, results) if m["tta_choice"]["val_acc"]]
+    if changed:
+        doc.paragraph("The TTA was chosen again at export, on the search's validation split with each model's "
+                      "search weights, among those its training augmentation allows (validation accuracy: "
+                      + "; ".join(f"{folder_name(t)} " + ", ".join(f"{k} {pct(v)}" for k, v in
+                                                                     m["tta_choice"]["val_acc"].items())
+                                  for t, m in changed)
+                      + "). The search columns are the search's own figures, with the TTA it used.")
     for t, m in zip(chosen, results):
         name = folder_name(t)
         doc.heading(name)
