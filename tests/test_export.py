@@ -1,6 +1,7 @@
 """export-best and predict on a small synthetic study: real files, loaded back and checked."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -365,22 +366,90 @@ def test_the_final_trainings_eta_weighs_each_model_by_its_own_speed(monkeypatch)
     assert clock.left() == pytest.approx(1200)
 
 
-def test_a_model_with_flip_tta_is_exported_with_it(tmp_path):
-    """Every exported file predicts as the model does: the mean over each image and its mirror."""
+@pytest.mark.parametrize("tta", ["flip", "flip-shift"])
+def test_a_model_with_tta_is_exported_with_it(tmp_path, tta):
+    """Every exported file predicts as the model does: the mean over its views."""
     from search.handover.export import write_model_files
+    from space.build import Views, without_tta
     from space.sample import WARM_STARTS, fixed
     spec = fixed(WARM_STARTS[3])
-    assert spec.arch.tta == "flip"
+    spec = dataclasses.replace(spec, arch=dataclasses.replace(spec.arch, tta=tta))
     model = build(spec.arch, seed=1)
     x = torch.randn(6, 1, 28, 28)
     diffs = write_model_files(tmp_path / "m", spec, model, x[:2])
     assert max(diffs.values()) <= 1e-3
-    inner = torch.nn.Sequential(*list(model)[1:-1]).eval()
+    inner = without_tta(model).eval()
     with torch.no_grad():
-        expected = ((inner(x) + inner(x.flip(-1))) / 2).numpy()
+        views = Views(tta).eval()(x).reshape(-1, *x.shape)
+        assert len(views) == {"flip": 2, "flip-shift": 10}[tta] and torch.equal(views[1], x.flip(-1))
+        expected = torch.stack([inner(v) for v in views]).mean(0).numpy()
     session = onnxruntime.InferenceSession(str(tmp_path / "m" / "model.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], expected, atol=1e-4)
     np.testing.assert_allclose(torch.export.load(tmp_path / "m" / "model.pt2").module()(x).detach().numpy(),
                                expected, atol=1e-4)
     np.testing.assert_allclose(torch.jit.load(str(tmp_path / "m" / "model.ts"))(x).detach().numpy(), expected, atol=1e-4)
-    assert ModelSpec.from_json((tmp_path / "m" / "spec.json").read_text()).arch.tta == "flip"
+    assert ModelSpec.from_json((tmp_path / "m" / "spec.json").read_text()).arch.tta == tta
+
+
+def test_the_tta_choice_measures_each_view_set_as_the_model_predicts_with_it(synth_dir):
+    """One pass over the views gives, for each TTA, the accuracy of the model built with that TTA;
+    a tie goes to the one with fewer passes."""
+    import fmnist
+    from search.handover import tta
+    from space.build import with_tta, without_tta
+    from space.sample import WARM_STARTS, fixed
+    spec = fixed(WARM_STARTS[3])
+    val = fmnist.make_splits(fmnist.load(synth_dir, download=False), 300, 0).val
+    weights = build(spec.arch, seed=2).state_dict()
+    accs = tta.validation_accuracy(spec, weights, val, None)
+    assert list(accs) == ["none", "flip", "flip-shift"]
+    for choice, acc in accs.items():
+        model = build(spec.arch)
+        model.load_state_dict(weights)
+        model = with_tta(without_tta(model), choice)  # the same modules, the same weights
+        assert model.state_dict().keys() == build(tta.with_choice(spec, choice).arch).state_dict().keys()
+        assert acc == fmnist.accuracy(fmnist.predict(model, val.images), val.labels)
+    assert tta.choose({"none": 0.5, "flip": 0.7, "flip-shift": 0.7}) == "flip"
+    assert tta.choose({"none": 0.5, "flip": 0.6, "flip-shift": 0.7}) == "flip-shift"
+    assert tta.choose({"none": 0.8, "flip": 0.6}) == "none"
+    no_flips = fixed(WARM_STARTS[0])
+    assert list(tta.validation_accuracy(no_flips, build(no_flips.arch).state_dict(), val, None)) == ["none"]
+
+
+def test_export_chooses_the_tta_on_validation_unless_told_to_keep_it(study_db, synth_dir, tmp_path, capsys):
+    """A front model trained with flips and shifts (its spec says so; its weights are the search's)
+    is exported with the TTA its search weights do best with on the study's validation split."""
+    import sqlite3
+    db = tmp_path / "e.db"
+    shutil.copy(study_db, db)
+    shutil.copytree(study_db.with_name("e-artifacts"), tmp_path / "e-artifacts")
+    t = max(_front(db), key=lambda t: t.user_attrs["val_acc"])
+    spec = ModelSpec.from_json(record.spec_text(t))
+    assert spec.arch.tta == "none"
+    shifted = dataclasses.replace(spec, train=dataclasses.replace(
+        spec.train, augment=dataclasses.replace(spec.train.augment, flip=True, shift=1)))
+    with sqlite3.connect(db) as con:
+        changed = con.execute("UPDATE trial_system_attributes SET value_json = ? WHERE key = ? AND trial_id = ?",
+                              (json.dumps(shifted.to_json()), record.SPEC, t._trial_id)).rowcount
+    assert changed == 1
+    assert export(db, synth_dir, tmp_path / "chosen", "--trial", str(t.number)) == 0
+    out = capsys.readouterr().out
+    m = json.loads((tmp_path / "chosen" / f"trial-{t.number}" / "metrics.json").read_text())
+    accs = m["tta_choice"]["val_acc"]
+    assert m["tta_choice"]["searched"] == "none" and list(accs) == ["none", "flip", "flip-shift"]
+    assert accs["none"] == pytest.approx(t.user_attrs["val_acc"], abs=0.011)  # bf16 vs bf16, same weights
+    best, order = max(accs.values()), list(accs)  # ordered by passes
+    assert accs[m["tta"]] == best and all(accs[k] < best for k in order[:order.index(m["tta"])])
+    written = ModelSpec.from_json((tmp_path / "chosen" / f"trial-{t.number}" / "spec.json").read_text())
+    assert written == dataclasses.replace(shifted, arch=dataclasses.replace(shifted.arch, tta=m["tta"]))
+    assert f"trial-{t.number}: test-time augmentation {m['tta']}, chosen on validation" in out
+    assert "chosen again at export" in (tmp_path / "chosen" / "report.md").read_text()
+    # The final training trains and exports the architecture with the choice made on the search's weights
+    assert export(db, synth_dir, tmp_path / "final", "--trial", str(t.number), "--retrain", "--epochs", "1") == 0
+    final = json.loads((tmp_path / "final" / f"trial-{t.number}" / "metrics.json").read_text())
+    assert final["tta"] == m["tta"] and final["final"]["tta"] == m["tta"] and final["final"]["searched_tta"] == "none"
+    assert (f", TTA {m['tta']})" in capsys.readouterr().out) == (m["tta"] != "none")
+    assert export(db, synth_dir, tmp_path / "kept", "--trial", str(t.number), "--keep-tta") == 0
+    kept = json.loads((tmp_path / "kept" / f"trial-{t.number}" / "metrics.json").read_text())
+    assert kept["tta"] == "none" and kept["tta_choice"]["val_acc"] is None
+    assert "chosen on validation" not in capsys.readouterr().out

@@ -222,6 +222,48 @@ def test_flip_tta_predicts_the_mean_over_the_mirror_and_trains_on_one_pass():
         dataclasses.replace(plain, tta="rotate")
 
 
+def test_flip_shift_tta_predicts_the_mean_over_ten_views_filled_with_black():
+    """The image and its mirror, each as it is and moved one pixel each way, the edge black as
+    training's shifts leave it: computed here on the uint8 images, apart from the model's code."""
+    from fmnist.augment import to_input
+    from space import pass_flops
+    from space.build import with_tta, without_tta
+    from space.sample import WARM_STARTS, fixed
+    flip = fixed(WARM_STARTS[3]).arch
+    arch = dataclasses.replace(flip, tta="flip-shift")
+    net = build(arch, seed=4)
+    core = without_tta(net).eval()
+    assert all(torch.equal(a, b) for a, b in zip(core.state_dict().values(), build(flip, seed=4).state_dict().values()))
+    assert list(with_tta(core, "flip-shift").state_dict()) == list(net.state_dict())
+    images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(images, (1, 1, 1, 1))
+    moved = [padded[:, 1 + dy:29 + dy, 1 + dx:29 + dx] for dy, dx in ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0))]
+    views = [v for m in moved for v in (m, m.flip(-1))]
+    assert moved[1][:, :, -1].eq(0).all() and moved[1][:, :, :-1].equal(images[:, :, 1:])
+    with torch.no_grad():
+        expected = torch.stack([core(to_input(v)) for v in views]).mean(0)
+        assert torch.allclose(net.eval()(to_input(images)), expected, atol=1e-5)
+        net.train(), core.train()
+        assert torch.equal(net(to_input(images)), core(to_input(images)))  # training pays one pass an image
+    with FlopCounterMode(display=False) as counter:
+        net.eval()(torch.zeros(1, 1, 28, 28))
+    assert flops(arch) == counter.get_total_flops() == 10 * pass_flops(arch)
+    assert param_count(arch) == param_count(flip)
+    text = ModelSpec(arch).to_json()
+    assert '"tta": "flip-shift"' in text and ModelSpec.from_json(text).arch == arch
+    assert summary(arch).endswith("flip-shift_tta")
+
+
+def test_tta_choices_follow_the_training_augmentation():
+    from space.spec import tta_choices
+    from space.sample import WARM_STARTS, fixed
+    assert tta_choices(fixed(WARM_STARTS[0]).train) == ("none",)  # no flips, no shifts
+    trained = fixed(WARM_STARTS[3]).train
+    assert trained.augment.flip and trained.augment.shift and tta_choices(trained) == ("none", "flip", "flip-shift")
+    no_shift = dataclasses.replace(trained, augment=dataclasses.replace(trained.augment, shift=0))
+    assert tta_choices(no_shift) == ("none", "flip")
+
+
 def test_flip_tta_is_offered_only_to_nets_trained_on_flips():
     import optuna
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))

@@ -244,6 +244,7 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
                     schedule.rates[t.number], clock, log)
                 figures_final = {"epochs": spec.train.epochs, "train_images": schedule.train_images,
                                  "seeds": list(schedule.seeds), "exported_seed": schedule.seeds[0],
+                                 "tta": spec.arch.tta, "searched_tta": searched[t.number].arch.tta,
                                  **final.summary(accs)}
                 record.keep_final(study, t.number, figures_final)
             else:
