@@ -453,3 +453,11 @@ def test_export_chooses_the_tta_on_validation_unless_told_to_keep_it(study_db, s
     kept = json.loads((tmp_path / "kept" / f"trial-{t.number}" / "metrics.json").read_text())
     assert kept["tta"] == "none" and kept["tta_choice"]["val_acc"] is None
     assert "chosen on validation" not in capsys.readouterr().out
+    # A study from before the split seed was recorded: no split to choose on, so the search's choice, said so
+    with sqlite3.connect(db) as con:
+        budget = json.loads(con.execute("SELECT value_json FROM study_user_attributes WHERE key = 'budget'").fetchone()[0])
+        del budget["split_seed"]
+        con.execute("UPDATE study_user_attributes SET value_json = ? WHERE key = 'budget'", (json.dumps(budget),))
+    assert export(db, synth_dir, tmp_path / "old", "--trial", str(t.number)) == 0
+    assert "test-time augmentation: as the search chose it (the study records no validation split" in capsys.readouterr().out
+    assert json.loads((tmp_path / "old" / f"trial-{t.number}" / "metrics.json").read_text())["tta"] == "none"
