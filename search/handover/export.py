@@ -384,13 +384,13 @@ def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], r
                       "mirror (two passes an image, counted in its MFLOPs); flip-shift: over those two and each "
                       "moved one pixel left, right, up and down (ten passes). Every figure of that model after "
                       "the search, and each of its exported files (ONNX, TorchScript, torch.export), includes it.")
-    changed = [(t, m) for t, m in zip(chosen, results) if m["tta_choice"]["val_acc"]]
-    if changed:
+    chosen_again = [(t, m) for t, m in zip(chosen, results) if m["tta_choice"]["val_acc"]]
+    if chosen_again:
         doc.paragraph("The TTA was chosen again at export, on the search's validation split with each model's "
                       "search weights, among those its training augmentation allows (validation accuracy: "
                       + "; ".join(f"{folder_name(t)} " + ", ".join(f"{k} {pct(v)}" for k, v in
                                                                      m["tta_choice"]["val_acc"].items())
-                                  for t, m in changed)
+                                  for t, m in chosen_again)
                       + "). The search columns are the search's own figures, with the TTA it used.")
     for t, m in zip(chosen, results):
         name = folder_name(t)
