@@ -5,8 +5,8 @@ settings that a study's warm-start trial trains, so that more seeds of it can be
     python bench/warm_spec.py INDEX [--epochs 21] [--tta flip-shift] > ws.json
     fmnist-search train --spec ws.json --val-size 0 --seed 2 --save ws-seed2
 
-INDEX counts from 0 in the order the search queues them (`space.sample.WARM_STARTS`; in a study
-with warm starts, trial K is warm start K). --val-size 0 trains on all 60,000 images, as
+INDEX counts from 0 in the order the search queues them (`space.sample.WARM_STARTS`): a study's
+trial with the user attribute `warm_start` = K (in a new study they come first: trial K). --val-size 0 trains on all 60,000 images, as
 `export-best --retrain` does; --tta sets the test-time augmentation that export chose (it changes
 only how the model predicts, never how it trains).
 """
@@ -30,6 +30,8 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=21)
     p.add_argument("--tta", choices=TTAS)
     args = p.parse_args()
+    if args.epochs < 1:
+        p.error(f"--epochs must be at least 1, got {args.epochs}")
     spec = fixed(WARM_STARTS[args.index], args.epochs)
     if args.tta:
         spec = dataclasses.replace(spec, arch=dataclasses.replace(spec.arch, tta=args.tta))
