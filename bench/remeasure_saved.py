@@ -21,7 +21,7 @@ import fmnist  # noqa: E402
 from fmnist.augment import to_input  # noqa: E402
 from search.handover.export import write_model_files  # noqa: E402
 from space import ModelSpec, build, param_count  # noqa: E402
-from space.build import without_tta  # noqa: E402
+from space.network import without_tta  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from remeasure import onnx_accuracy  # noqa: E402

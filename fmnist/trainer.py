@@ -18,20 +18,9 @@ from torch import nn
 
 from .augment import augmented_input, to_input
 from .data import Split, Splits
+from .devices import PRECISIONS, device_name
 from .errors import UsageError
 from .trainspec import TrainSpec
-
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "bf16", "fp32")
-
-
-def device_name(name: str) -> str:
-    """``name`` if it names a device: auto, cpu, cuda, or cuda:K for the K-th GPU (whether that
-    device exists here is ``pick_device``'s to say)."""
-    kind, _, index = name.partition(":")
-    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
-        raise UsageError(f"must be one of {', '.join(DEVICES)} or cuda:K, got {name!r}", "device")
-    return name
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Sequence
 
 from fmnist.errors import UsageError, first_line, flag
-from fmnist.trainer import DEVICES, PRECISIONS, device_name
+from fmnist.devices import DEVICES, PRECISIONS, device_name
 from space.sample import SPACES
 
-from search import commands
 from search.loop.options import SAMPLERS
 from search.loop import prune
 from search.loop.prune import PRUNERS
@@ -278,6 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "threads", None):
             import torch
             torch.set_num_threads(args.threads)  # process-wide: set here, not in the library
+        if args.command in ("show", "dashboard"):
+            from search import viewing as commands  # torch is not imported: these answer at once
+        else:
+            from search import commands
         return getattr(commands, args.command.replace("-", "_"))(args)
     except UsageError as e:
         error(flag(e))

@@ -1,8 +1,8 @@
 """Architecture specs: frozen dataclasses, validated on construction, JSON round-trip.
 
 A ``ModelSpec`` is what a search trial or a preset is: an ``ArchSpec`` (the network) and a
-``TrainSpec`` (how to train it). The same spec always builds the same model (``space.build``),
-and its parameter count and FLOPs follow from the spec alone (``space.count``).
+``TrainSpec`` (how to train it). The same spec always builds the same model (``space.build``,
+in ``space.network``), and its parameter count and FLOPs follow from the spec alone (``space.count``).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ PADDINGS = ("same", "valid")
 POOLS = ("none", "max", "avg")           # 2x2, stride 2, floor (as Keras and PyTorch default)
 HEADS = ("flatten", "gap")               # flatten the feature map, or global average pooling
 # Test-time augmentation: none; the mean over the image and its mirror; or over those and each
-# moved one pixel left, right, up and down (10 views): see ArchSpec and space.build.
+# moved one pixel left, right, up and down (10 views): see ArchSpec and space.network.
 TTAS = ("none", "flip", "flip-shift")
 # Bounds on what a spec may hold, so that a hostile spec file cannot ask for an unbounded network.
 MAX_CONVS, MAX_DENSE = 64, 16

@@ -173,3 +173,28 @@ def test_a_model_too_large_for_memory_is_refused_from_its_spec_before_allocating
     from search.loop.trial import too_big
     assert too_big(huge, 256, torch.device("cpu")).startswith("needs about")  # the search skips it, free
     assert too_big(small.arch, 256, torch.device("cpu")) is None
+
+
+# Reads a study as `fmnist-search show` does, then says whether torch was imported on the way.
+SHOW_AND_TELL = ("import sys; from search.cli import main; code = main(sys.argv[1:]); "
+                 "print('torch' in sys.modules); sys.exit(code)")
+
+
+def test_show_and_the_dashboard_start_without_torch(small_study):
+    """Reading a study needs no torch, whose import alone takes seconds: `show` answers at once and
+    the dashboard serves without it."""
+    from search.testing.support import cli, request
+    store = ["--storage", f"sqlite:///{small_study}", "--study", "s"]
+    proc = subprocess.run([sys.executable, "-c", SHOW_AND_TELL, "show", *store], capture_output=True, text=True)
+    assert proc.returncode == 0 and "3 complete" in proc.stdout, proc.stderr
+    assert proc.stdout.rstrip().endswith("False"), proc.stdout
+    server = cli("dashboard", *store, "--port", "0")
+    try:
+        first = server.stdout.readline()
+        port = int(first.split("/dashboard")[0].rsplit(":", 1)[1])
+        status, body = request(f"http://127.0.0.1:{port}/api/studies")
+        assert status == 200 and b'"s"' in body, body
+        assert "libtorch" not in open(f"/proc/{server.pid}/maps").read()  # the server process, as it serves
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -370,7 +370,7 @@ def test_the_final_trainings_eta_weighs_each_model_by_its_own_speed(monkeypatch)
 def test_a_model_with_tta_is_exported_with_it(tmp_path, tta):
     """Every exported file predicts as the model does: the mean over its views."""
     from search.handover.export import write_model_files
-    from space.build import Views, without_tta
+    from space.network import Views, without_tta
     from space.sample import WARM_STARTS, fixed
     spec = fixed(WARM_STARTS[3])
     spec = dataclasses.replace(spec, arch=dataclasses.replace(spec.arch, tta=tta))
@@ -396,7 +396,7 @@ def test_the_tta_choice_measures_each_view_set_as_the_model_predicts_with_it(syn
     a tie goes to the one with fewer passes."""
     import fmnist
     from search.handover import tta
-    from space.build import with_tta, without_tta
+    from space.network import with_tta, without_tta
     from space.sample import WARM_STARTS, fixed
     spec = fixed(WARM_STARTS[3])
     val = fmnist.make_splits(fmnist.load(synth_dir, download=False), 300, 0).val

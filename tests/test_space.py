@@ -227,7 +227,7 @@ def test_flip_shift_tta_predicts_the_mean_over_ten_views_filled_with_black():
     training's shifts leave it: computed here on the uint8 images, apart from the model's code."""
     from fmnist.augment import to_input
     from space import pass_flops
-    from space.build import with_tta, without_tta
+    from space.network import with_tta, without_tta
     from space.sample import WARM_STARTS, fixed
     flip = fixed(WARM_STARTS[3]).arch
     arch = dataclasses.replace(flip, tta="flip-shift")

@@ -24,7 +24,7 @@ from fmnist.augment import to_input
 from fmnist.errors import UsageError
 from fmnist.metrics import classification_report
 from space import ModelSpec, build, flops, param_count, zoo
-from space.build import with_tta, without_tta
+from space.network import with_tta, without_tta
 from space.spec import tta_choices
 
 from search import signals

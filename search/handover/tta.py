@@ -16,7 +16,7 @@ from torch import nn
 
 import fmnist
 from space import ModelSpec, build
-from space.build import Views, without_tta
+from space.network import Views, without_tta
 from space.count import VIEWS
 from space.spec import tta_choices
 

@@ -12,15 +12,18 @@ import tempfile
 import uuid
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
-import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 from optuna.trial import FrozenTrial
 
 from fmnist.errors import UsageError, first_line
 
 from search.study import optuna_api, record
+
+if TYPE_CHECKING:  # torch loads where weights are written or read: the dashboard starts without it
+    import torch
 
 
 def artifact_dir(storage_url: str, explicit: str | None = None) -> Path:
@@ -90,6 +93,7 @@ def mark_shared(study: optuna.Study, store: WeightsStore) -> None:
 def store_weights(model: torch.nn.Module, store: WeightsStore, trial: optuna.Trial | FrozenTrial,
                   storage=None) -> str:
     """The model's weights as an artifact listed under ``trial`` (a FrozenTrial needs its ``storage``)."""
+    import torch
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"trial-{trial.number}-weights.pt"
         try:
@@ -112,6 +116,7 @@ def store_weights(model: torch.nn.Module, store: WeightsStore, trial: optuna.Tri
 def read_state_dict(path: Path, max_bytes: int | None = None) -> dict[str, torch.Tensor]:
     """A state_dict file, loaded safely; a corrupt or foreign file, or one larger than
     ``max_bytes`` (what the model it is for can hold), is one line naming it."""
+    import torch
     try:
         size = path.stat().st_size
         if max_bytes is not None and size > max_bytes:
