@@ -9,8 +9,8 @@ Grouped by concept, as Optuna groups samplers/, pruners/ and storages/:
   may use the dashboard, the live line, tables, the report's document and pictures);
 - ``handover/``: handing the chosen models over (export, the final training, predict, manifests);
 - ``signals`` (SIGTERM as Ctrl-C) and ``pareto`` (non-dominated sorting, 2-D hypervolume), used
-  throughout; ``cli`` parses, ``commands`` does (``viewing`` does ``show`` and ``dashboard``,
-  without torch, so that they answer at once); ``testing`` holds helpers for tests and benchmarks.
+  throughout; ``cli`` parses, ``commands`` does (``viewing`` does ``show``, ``dashboard`` and
+  ``presets``, without torch, so that they answer at once); ``testing`` holds helpers for tests and benchmarks.
 
 Within ``search``, ``study`` imports nothing from the other groups; ``view`` reads ``study``;
 ``loop`` runs on both; ``handover`` may use any of them; ``commands`` and ``viewing`` tie them together.

@@ -277,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "threads", None):
             import torch
             torch.set_num_threads(args.threads)  # process-wide: set here, not in the library
-        if args.command in ("show", "dashboard"):
+        if args.command in ("show", "dashboard", "presets"):
             from search import viewing as commands  # torch is not imported: these answer at once
         else:
             from search import commands

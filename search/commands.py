@@ -54,7 +54,6 @@ def load_splits(args: argparse.Namespace, device: torch.device) -> fmnist.Splits
     return fmnist.make_splits(ds, args.val_size, args.seed, args.train_subset).to(device)
 
 
-
 def fast_kernels(device: torch.device) -> None:
     """A process-wide switch, so the CLI sets it, not the library: batches have fixed shapes, so
     cuDNN may try its kernels once and keep the fastest."""
@@ -160,21 +159,6 @@ def save_trained(folder: Path, spec: ModelSpec, model: torch.nn.Module, result: 
         for name in SAVED:  # a full disk: no half-written file left beside the user's
             (folder / f".{name}.part").unlink(missing_ok=True)
         raise UsageError(f"--save {folder}: cannot write ({e.strerror or e})") from None
-
-
-def presets(args: argparse.Namespace) -> int:
-    rows = []
-    for p in zoo.PRESETS:
-        rows.append([p.name, p.seed_model, f"{p.params:,}",
-                     "-" if p.reported_params is None else f"{p.reported_params:,}",
-                     "exact" if p.exact else ("-" if p.gap is None else f"{p.gap:+,}"),
-                     f"{p.flops / 1e6:.1f}",
-                     "-" if p.reported_acc is None else f"{p.reported_acc:.2f}%", p.reported_split])
-    print(format_table(["preset", "seed's model", "params", "seed's params", "gap", "MFLOPs",
-                        "seed's acc", "measured on"], rows))
-    return 0
-
-
 
 
 # An average trial costs about this fraction of a top-rung training: most stop at the first rung

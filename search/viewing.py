@@ -1,5 +1,5 @@
-"""The commands that look at a study: ``show`` and ``dashboard``. They import no torch, so they
-answer in about a second where a training command takes several to start."""
+"""The commands that look at a study or the zoo: ``show``, ``dashboard`` and ``presets``. They import
+no torch, so they answer in about a second where a training command takes several to start."""
 from __future__ import annotations
 
 import argparse
@@ -10,9 +10,11 @@ import sys
 import threading
 
 from fmnist.errors import UsageError
+from space import zoo
 
 from search.study import artifacts, opening as studies, record, storage as storages
 from search.view.front import format_counts, format_front
+from search.view.table import format_table
 
 
 def existing_study(args: argparse.Namespace):
@@ -102,3 +104,16 @@ def serve_until_stopped(server) -> int:
 
 
 PASSWORD_ENV = "FMNIST_DASHBOARD_PASSWORD"
+
+
+def presets(args: argparse.Namespace) -> int:
+    rows = []
+    for p in zoo.PRESETS:
+        rows.append([p.name, p.seed_model, f"{p.params:,}",
+                     "-" if p.reported_params is None else f"{p.reported_params:,}",
+                     "exact" if p.exact else ("-" if p.gap is None else f"{p.gap:+,}"),
+                     f"{p.flops / 1e6:.1f}",
+                     "-" if p.reported_acc is None else f"{p.reported_acc:.2f}%", p.reported_split])
+    print(format_table(["preset", "seed's model", "params", "seed's params", "gap", "MFLOPs",
+                        "seed's acc", "measured on"], rows))
+    return 0

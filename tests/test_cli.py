@@ -180,14 +180,16 @@ SHOW_AND_TELL = ("import sys; from search.cli import main; code = main(sys.argv[
                  "print('torch' in sys.modules); sys.exit(code)")
 
 
-def test_show_and_the_dashboard_start_without_torch(small_study):
-    """Reading a study needs no torch, whose import alone takes seconds: `show` answers at once and
-    the dashboard serves without it."""
+def test_show_presets_and_the_dashboard_start_without_torch(small_study):
+    """Reading a study or the zoo needs no torch, whose import alone takes seconds: `show` and
+    `presets` answer at once and the dashboard serves without it."""
     from search.testing.support import cli, request
     store = ["--storage", f"sqlite:///{small_study}", "--study", "s"]
     proc = subprocess.run([sys.executable, "-c", SHOW_AND_TELL, "show", *store], capture_output=True, text=True)
     assert proc.returncode == 0 and "3 complete" in proc.stdout, proc.stderr
     assert proc.stdout.rstrip().endswith("False"), proc.stdout
+    proc = subprocess.run([sys.executable, "-c", SHOW_AND_TELL, "presets"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "seed003" in proc.stdout and proc.stdout.rstrip().endswith("False"), proc.stderr
     server = cli("dashboard", *store, "--port", "0")
     try:
         first = server.stdout.readline()
