@@ -6,9 +6,10 @@ settings that a study's warm-start trial trains, so that more seeds of it can be
     fmnist-search train --spec ws.json --val-size 0 --seed 2 --save ws-seed2
 
 INDEX counts from 0 in the order the search queues them (`space.sample.WARM_STARTS`): a study's
-trial with the user attribute `warm_start` = K (in a new study they come first: trial K). --val-size 0 trains on all 60,000 images, as
-`export-best --retrain` does; --tta sets the test-time augmentation that export chose (it changes
-only how the model predicts, never how it trains).
+trial with the user attribute `warm_start` = K (in a new study they come first: trial K).
+--val-size 0 trains on all 60,000 images, as `export-best --retrain` does; --tta sets the
+test-time augmentation that export chose (it changes only how the model predicts, never how it
+trains).
 """
 from __future__ import annotations
 

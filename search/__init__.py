@@ -10,7 +10,8 @@ Grouped by concept, as Optuna groups samplers/, pruners/ and storages/:
 - ``handover/``: handing the chosen models over (export, the final training, predict, manifests);
 - ``signals`` (SIGTERM as Ctrl-C) and ``pareto`` (non-dominated sorting, 2-D hypervolume), used
   throughout; ``cli`` parses, ``commands`` does (``viewing`` does ``show``, ``dashboard`` and
-  ``presets``, without torch, so that they answer at once); ``testing`` holds helpers for tests and benchmarks.
+  ``presets``, without torch, so that they answer at once); ``testing`` holds helpers for tests
+  and benchmarks.
 
 Within ``search``, ``study`` imports nothing from the other groups; ``view`` reads ``study``;
 ``loop`` runs on both; ``handover`` may use any of them; ``commands`` and ``viewing`` tie them together.

@@ -30,8 +30,8 @@ from search.loop.trial import too_big
 from search.study import artifacts, opening as studies, record, storage as storages
 from search.view.front import format_counts, format_front
 from search.view.progress import Progress
-from search.viewing import existing_study
 from search.view.table import format_table, pct
+from search.viewing import existing_study
 
 
 def with_overrides(spec: ModelSpec, **overrides) -> ModelSpec:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -196,7 +197,8 @@ def test_show_presets_and_the_dashboard_start_without_torch(small_study):
         port = int(first.split("/dashboard")[0].rsplit(":", 1)[1])
         status, body = request(f"http://127.0.0.1:{port}/api/studies")
         assert status == 200 and b'"s"' in body, body
-        assert "libtorch" not in open(f"/proc/{server.pid}/maps").read()  # the server process, as it serves
+        maps = Path(f"/proc/{server.pid}/maps").read_text()  # what the server process has loaded, as it serves
+        assert "libtorch" not in maps
     finally:
         server.terminate()
         server.wait(timeout=30)
