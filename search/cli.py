@@ -274,13 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         args.argv = argv  # --workers starts its other workers with the same command line
-        if getattr(args, "threads", None):
-            import torch
-            torch.set_num_threads(args.threads)  # process-wide: set here, not in the library
         if args.command in ("show", "dashboard", "presets"):
-            from search import viewing as commands  # torch is not imported: these answer at once
+            from search import viewing as commands  # torch is never imported: these answer at once
         else:
-            from search import commands
+            from search import commands  # torch loads once the command's own checks pass
         return getattr(commands, args.command.replace("-", "_"))(args)
     except UsageError as e:
         error(flag(e))

@@ -1,4 +1,9 @@
-"""What each CLI subcommand does; ``search.cli`` only parses arguments and maps errors to exit codes."""
+"""What each CLI subcommand does; ``search.cli`` only parses arguments and maps errors to exit codes.
+
+torch and the modules that use it load in ``accepted``, once a command's own checks have passed:
+a refused command (a study that is not there, options that clash, a folder that must not be
+replaced) answers at once rather than after torch's import, which takes seconds.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,29 +14,38 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
 from tqdm import tqdm
 
 import fmnist
 from fmnist.errors import UsageError
-from fmnist.trainer import precision_name
-from space import ModelSpec, build, flops, param_count, zoo
+from space import ModelSpec, flops, param_count, zoo
 from space.sample import smallest
 
 from search import signals
 from search.handover import written
+from search.handover.choice import select
+from search.handover.target import check_target
 from search.loop import options
-from search.loop import workers
-from search.loop.plan import Pace, Plan, Profile, measure_pace, pick_profile, reference_rate
-from search.loop.run import Search, enqueue_seeds, enqueue_warm_starts
-from search.loop.trial import too_big
 from search.study import artifacts, opening as studies, record, storage as storages
 from search.view.front import format_counts, format_front
 from search.view.progress import Progress
 from search.view.table import format_table, pct
 from search.viewing import existing_study
+
+if TYPE_CHECKING:
+    import torch
+
+    from search.loop.plan import Pace, Plan, Profile
+
+
+def accepted(args: argparse.Namespace) -> None:
+    """The command passed its own checks: load torch, with --threads for this process (process-wide,
+    so set here, not in the library)."""
+    import torch
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
 
 
 def with_overrides(spec: ModelSpec, **overrides) -> ModelSpec:
@@ -57,6 +71,7 @@ def load_splits(args: argparse.Namespace, device: torch.device) -> fmnist.Splits
 def fast_kernels(device: torch.device) -> None:
     """A process-wide switch, so the CLI sets it, not the library: batches have fixed shapes, so
     cuDNN may try its kernels once and keep the fastest."""
+    import torch
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
@@ -65,11 +80,14 @@ def train(args: argparse.Namespace) -> int:
     preset = zoo.preset(args.preset) if args.preset else None
     spec = preset.spec if preset else ModelSpec.from_file(args.spec)
     spec = with_overrides(spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    if args.save:
+        check_save(args.save)  # before training: a bad folder must not cost the trained model
+    accepted(args)
     if spec.arch.num_classes != len(fmnist.CLASSES):
         raise UsageError(f"{args.spec}: arch.num_classes is {spec.arch.num_classes}; Fashion-MNIST has "
                           f"{len(fmnist.CLASSES)} classes")
-    if args.save:
-        check_save(args.save)  # before training: a bad folder must not cost the trained model
+    from space import build
+    from search.loop.trial import too_big
     device = fmnist.pick_device(args.device)
     fmnist.pick_precision(device, args.precision)  # a bad --precision refused before the data is loaded
     data = load_splits(args, device)
@@ -140,6 +158,7 @@ def check_save(folder: Path) -> None:
 
 
 def save_trained(folder: Path, spec: ModelSpec, model: torch.nn.Module, result: fmnist.TrainResult) -> None:
+    import torch
     check_save(folder)  # again: nothing may have appeared there while the model trained
     metrics = json.dumps({
         "params": param_count(spec.arch), "flops": flops(spec.arch), "val_acc": result.val_acc,
@@ -190,6 +209,7 @@ def plan_budget(args: argparse.Namespace, device: torch.device, data: fmnist.Spl
                 contract: studies.Contract, rate: Callable[[], float]) -> Profile:
     """The study's stored budget when it has one (a rerun or another worker keeps it), else a new
     one: --epochs, or sized to --timeout by a brief measurement, or the device's default."""
+    from search.loop.plan import pick_profile
     if contract.epochs is not None and args.epochs is None:  # the study's own
         return dataclasses.replace(pick_profile(device), epochs=contract.epochs)
     return pick_profile(device, args.epochs, args.timeout, len(data.train), rate=rate)
@@ -199,6 +219,7 @@ def study_pace(stored: dict | None, data: fmnist.Splits, precision: str, space: 
                rate: Callable[[], float], seed: int) -> Pace:
     """The pace the study's budget holds (a rerun or another worker: the same architecture gets the
     same epochs, so it is known as a duplicate), else the pace measured here."""
+    from search.loop.plan import Pace, measure_pace
     budget = record.Budget.from_dict(stored)
     if budget is not None and budget.pace is not None:
         return Pace(*budget.pace)
@@ -271,6 +292,11 @@ def plan_search(args: argparse.Namespace, say: Callable[[str], None]) -> Planned
     sampler = options.make_sampler(args.sampler, options.worker_seed(args.seed, args.worker_id))
     if existing is not None:
         existing.sampler = sampler
+    accepted(args)
+    import torch
+    from fmnist.trainer import precision_name
+    from search.loop import workers
+    from search.loop.plan import Plan, reference_rate
     if args.workers > 1 and args.device in ("auto", "cuda") and torch.cuda.device_count() > 1:
         args.device = f"cuda:{args.worker_id % torch.cuda.device_count()}"  # one GPU per worker
     device = fmnist.pick_device(args.device)
@@ -316,6 +342,8 @@ def open_search(args: argparse.Namespace, p: Planned, say: Callable[[str], None]
 
 def run_search(args: argparse.Namespace, p: Planned, study, store, say: Callable[[str], None]) -> int:
     """The loop, with the other workers of --workers beside it; one path for an interrupt."""
+    from search.loop import workers
+    from search.loop.run import Search, enqueue_seeds, enqueue_warm_starts
     runner = Search(study, p.plan, p.data, progress=Progress(enabled=not args.quiet), store=store)
     say(p.profile.describe(len(p.data.train), len(p.data.val), runner.rungs if args.pruner != "none" else [])
         + stretch_note(p.plan) + f"; space {p.contract.space}; {p.device}, {p.precision}")
@@ -369,7 +397,6 @@ def check_search(args: argparse.Namespace, objectives: tuple[str, ...], space: s
 
 
 def export_best(args: argparse.Namespace) -> int:
-    from search.handover.export import ExportOptions, check_target, export, select
     if not args.retrain and (args.retrain_minutes is not None or args.seeds > 1 or args.epochs is not None):
         given = "--retrain-minutes" if args.retrain_minutes is not None else "--seeds" if args.seeds > 1 else "--epochs"
         raise UsageError(f"{given}: belongs to the final training; add --retrain")
@@ -381,6 +408,8 @@ def export_best(args: argparse.Namespace) -> int:
     check_target(out, protected)  # refuse a bad --out before opening anything
     study = existing_study(args)
     chosen = select(study, args.trial, args.max_params, args.top, args.by)
+    accepted(args)
+    from search.handover.export import ExportOptions, export
     store = artifacts.open_store(folder)
     device = fmnist.pick_device(args.device)
     ds = load_dataset(args)
@@ -393,9 +422,10 @@ def export_best(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from search.handover.predict import load_model, read_inputs
     if not args.images and not args.eval:
         raise UsageError("predict: give image files, or --eval for the test set")
+    accepted(args)
+    from search.handover.predict import load_model, read_inputs
     device = fmnist.pick_device(args.device)
     amp = fmnist.pick_precision(device, args.precision)
     model, batch = load_model(args.model, device)

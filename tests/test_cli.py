@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from search.cli import main
@@ -202,3 +203,30 @@ def test_show_presets_and_the_dashboard_start_without_torch(small_study):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+STORE = ["--storage", "sqlite:///{db}", "--study", "s"]
+REFUSED_BEFORE_TORCH = {
+    "no such study": (["export-best", *STORE, "--study", "nope"], "--study 'nope': no such study"),
+    "no such trial": (["export-best", *STORE, "--trial", "99"], "--trial 99: no such trial"),
+    "a folder of the user's": (["export-best", *STORE, "--out", "{tmp}/mine"], "was not written by export-best"),
+    "clashing options": (["export-best", *STORE, "--seeds", "2"], "--seeds: belongs to the final training"),
+    "unknown preset": (["train", "--preset", "nope", "--threads", "1"], "unknown preset 'nope'"),
+    "missing spec": (["train", "--spec", "{tmp}/none.json"], "none.json"),
+    "acc without validation": (["search", *STORE, "--val-size", "0", "--threads", "1"], "--val-size 0"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_BEFORE_TORCH, ids=list(REFUSED_BEFORE_TORCH))
+def test_a_refused_command_answers_before_torch_loads(small_study, tmp_path, case):
+    """export-best, train and the search check what they were given before torch's import, which
+    takes seconds: a refusal is one line at once, and nothing is written."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the user's")
+    argv, said = REFUSED_BEFORE_TORCH[case]
+    argv = [a.replace("{tmp}", str(tmp_path)).replace("{db}", str(small_study)) for a in argv]
+    before = sorted(tmp_path.rglob("*")), small_study.stat().st_mtime_ns
+    proc = subprocess.run([sys.executable, "-c", SHOW_AND_TELL, *argv], capture_output=True, text=True)
+    assert proc.returncode == 2 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.rstrip().endswith("False"), proc.stdout
+    assert (sorted(tmp_path.rglob("*")), small_study.stat().st_mtime_ns) == before

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 import fmnist
 from search import commands
-from search.handover import export
+from search.handover import export, target
 from search.loop import workers
 from search.study import optuna_api, record
 from search.cli import main
@@ -284,10 +284,10 @@ def test_hostile_files_are_one_line_with_bounded_memory(synth_dir, tmp_path):
 def test_an_export_marker_made_hostile_is_one_line(tmp_path):
     out = tmp_path / "export"
     out.mkdir()
-    (out / export.MARKER).write_text("[" * 100_000)
+    (out / target.MARKER).write_text("[" * 100_000)
     (out / "report.html").write_text("x")
     with pytest.raises(fmnist.UsageError, match="is unreadable"):
-        export.check_target(out)
+        target.check_target(out)
 
 
 # -- also ----------------------------------------------------------------------------------------

@@ -256,13 +256,12 @@ def test_the_time_cap_counts_a_small_nets_fixed_cost_an_image():
 
 
 def test_cheap_candidates_train_longer_unless_the_user_says_otherwise(synth_dir, tmp_path, monkeypatch):
-    from search import commands
     from search.loop import plan
     monkeypatch.setattr(plan, "TOP_RUNG_SHARE", 10**9)  # the timeout sizes a top rung of 1 epoch
     # A pace like this CPU's (the reference net 2-3 times as slow an image as the small warm starts):
     # measured on 500 synthetic images it is noise, and can come out flat (no stretch) under load.
     measured = []
-    monkeypatch.setattr(commands, "measure_pace", lambda *a, **k: measured.append(1) or plan.Pace(2e-5, 2e-12))
+    monkeypatch.setattr(plan, "measure_pace", lambda *a, **k: measured.append(1) or plan.Pace(2e-5, 2e-12))
     common = ["--data-dir", str(synth_dir), "--study", "s", "--val-size", "100", "--quiet", "--seed", "1",
               "--trials", "2", "--no-enqueue-seeds", "--timeout", "600"]
     assert main([*common, "--storage", f"sqlite:///{tmp_path / 'sized.db'}"]) == 0

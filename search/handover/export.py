@@ -7,8 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,13 +25,13 @@ from space import ModelSpec, build, flops, param_count, zoo
 from space.network import with_tta, without_tta
 from space.spec import tta_choices
 
-from search import signals
-from search.handover import final, tta, written
+from search.handover import final, tta
+from search.handover.target import check_target, write_atomically
 from search.study import record
 from search.study.artifacts import load_weights, read_state_dict
 from search.view import figures, hypervolume
 from search.view.document import Document
-from search.view.front import final_figure, front, seed_label, seed_verdicts, tta_cell
+from search.view.front import final_figure, seed_label, seed_verdicts, tta_cell
 from search.view.table import pct
 
 TOLERANCE = 1e-3  # max |difference| of logits between PyTorch and the exported files
@@ -43,121 +41,9 @@ TOLERANCE = 1e-3  # max |difference| of logits between PyTorch and the exported 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
-def select(study: optuna.Study, trials: Sequence[int] = (), max_params: int | None = None,
-           top: int | None = None, by: str = "acc") -> list[FrozenTrial]:
-    """The trials to export: --trial numbers, else the --top K by an objective, else the front."""
-    all_trials = study.get_trials(deepcopy=False)
-    finished = [t for t in all_trials if t.state == TrialState.COMPLETE and record.is_ours(t)]
-    if not finished:
-        raise UsageError(f"study {study.study_name!r} has no finished trials of fmnist-search to export")
-    if trials:
-        chosen = []
-        for n in dict.fromkeys(trials):  # --trial 3 --trial 3 exports trial 3 once
-            if not 0 <= n < len(all_trials):
-                raise UsageError(f"--trial {n}: no such trial (the study has trials 0-{len(all_trials) - 1})")
-            if all_trials[n].state == TrialState.COMPLETE and not record.is_ours(all_trials[n]):
-                raise UsageError(f"--trial {n}: not trained by fmnist-search (no spec recorded)")
-            if all_trials[n].state != TrialState.COMPLETE:
-                raise UsageError(f"--trial {n}: the trial is {all_trials[n].state.name.lower()}; "
-                                  f"only finished trials can be exported")
-            chosen.append(all_trials[n])
-    elif top is not None:
-        if by not in record.OBJECTIVES:
-            raise UsageError(f"--by: unknown objective {by!r} (valid: {', '.join(record.OBJECTIVES)})")
-        key = record.OBJECTIVE_ATTR[by]
-        ranked = [t for t in finished if t.user_attrs.get(key) is not None]
-        if not ranked:
-            raise UsageError(f"--by {by}: no finished trial recorded it")
-        sign = -1 if record.OBJECTIVES[by][0] == "maximize" else 1
-        chosen = sorted(ranked, key=lambda t: (sign * t.user_attrs[key], t.number))[:top]
-    else:
-        chosen = front(study)
-    if max_params is not None:
-        chosen = [t for t in chosen if t.user_attrs[record.PARAMS] <= max_params]
-        if not chosen:
-            raise UsageError(f"--max-params {max_params:,}: none of the chosen trials is that small")
-    return chosen
-
-
 def folder_name(t: FrozenTrial) -> str:
     preset = t.user_attrs.get(record.PRESET)
     return f"trial-{t.number}" + (f"-{preset}" if preset in zoo.names() else "")  # a known name: a safe one
-
-
-MARKER = ".fmnist-export"  # written in every export folder: what export-best may replace later
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
-def check_target(out: Path, protected: Sequence[Path] = ()) -> None:
-    """Refuse an ``--out`` whose replacement could lose anything export-best did not write.
-
-    Allowed: a path that does not exist, an empty folder, or a folder holding an earlier export
-    (its marker lists every entry it wrote, and nothing else is there). Never the current folder
-    or one above it, and never a folder holding ``protected`` paths (the study's database, its artifacts).
-    """
-    target = out.resolve()
-    if _is_within(Path.cwd().resolve(), target):
-        raise UsageError(f"--out {out}: is the current folder or holds it; export into a new folder")
-    for path in protected:
-        if _is_within(Path(path).resolve(), target):
-            raise UsageError(f"--out {out}: holds {path}, which export-best must not replace; "
-                              f"export into a new folder")
-    if not out.exists() and not out.is_symlink():
-        return
-    if out.is_symlink() or not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a folder; export-best writes a folder, "
-                          f"choose another path")
-    if not any(out.iterdir()):
-        return
-    if not (out / MARKER).is_file():
-        raise UsageError(f"--out {out}: folder is not empty and was not written by export-best "
-                          f"(no {MARKER}); choose a new folder, or empty it yourself")
-    other = written.foreign(out, MARKER, written.read_manifest(out, MARKER, "--out"))
-    if other is not None:
-        raise UsageError(f"--out {out}: holds {other!r}, which export-best did not write (or which changed "
-                          f"since); move it out or choose a new folder")
-
-
-def _readable_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o777 & ~umask
-
-
-def write_atomically(out: Path, fill: Callable[[Path], None], protected: Sequence[Path] = ()) -> None:
-    """Fill a fresh temporary folder beside ``out``, then swap it in; on any failure remove it.
-
-    Only what ``check_target`` allows is ever replaced (the caller checks before any work; this
-    checks again just before the swap), and the replaced export is removed only after the new one
-    is in place.
-    """
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        tmp.chmod(_readable_mode())  # mkdtemp makes it private; an export is for others to read
-    except OSError as e:
-        raise UsageError(f"--out {out}: cannot write there ({e.strerror or e})") from None
-    try:
-        fill(tmp)
-        written.write_manifest(tmp, MARKER, "fmnist-search export-best")
-        check_target(out, protected)  # nothing may have appeared there while the export was written
-        with signals.held():  # an interrupt here must not leave the old export half replaced
-            if out.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-                out.rename(old / out.name)
-                tmp.rename(out)
-                shutil.rmtree(old)
-            else:
-                tmp.rename(out)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise UsageError(f"--out {out}: cannot write there ({e.strerror or e}); nothing was replaced") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _max_diff(a: torch.Tensor | np.ndarray, b: torch.Tensor) -> float:
