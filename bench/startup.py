@@ -1,6 +1,8 @@
 """How long the commands that only look take to answer, against the import of torch alone (the
 baseline, measured in the same run): `show`, `presets` and `dashboard` import no torch, so each
-should take a fraction of what a command that trains pays before it starts.
+should take a fraction of what a command that trains pays before it starts; nor do `export-best`,
+`train` and the search before they refuse what they were given (timed: export-best --trial of a
+trial the study does not have, train --preset of no preset).
 
     python bench/startup.py --storage sqlite:///studies/fmnist.db --study fmnist [--runs 5]
 
@@ -16,7 +18,7 @@ import sys
 import time
 
 
-def wall(argv: list[str], until_line: bool = False) -> float:
+def wall(argv: list[str], until_line: bool = False, code: int = 0) -> float:
     """Seconds from starting ``argv`` to its exit (or, with ``until_line``, to its first line of output)."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -29,8 +31,8 @@ def wall(argv: list[str], until_line: bool = False) -> float:
             sys.exit(f"bench/startup.py: the dashboard did not start: {line.strip() or 'no output'}")
         return took
     proc.communicate()
-    if proc.returncode != 0:
-        sys.exit(f"bench/startup.py: {' '.join(argv[3:])} failed with exit {proc.returncode}")
+    if proc.returncode != code:
+        sys.exit(f"bench/startup.py: {' '.join(argv[3:])} exited with {proc.returncode}, not {code}")
     return time.perf_counter() - start
 
 
@@ -44,14 +46,16 @@ def main() -> int:
         p.error(f"--runs must be at least 1, got {args.runs}")
     cli = [sys.executable, "-m", "search.cli"]
     store = ["--storage", args.storage, "--study", args.study]
-    cases = [("import torch (baseline)", [sys.executable, "-c", "import torch"], False),
-             ("fmnist-search show", [*cli, "show", *store], False),
-             ("fmnist-search presets", [*cli, "presets"], False),
-             ("fmnist-search dashboard (to its URL)", [*cli, "dashboard", *store, "--port", "0"], True)]
+    cases = [("import torch (baseline)", [sys.executable, "-c", "import torch"], False, 0),
+             ("fmnist-search show", [*cli, "show", *store], False, 0),
+             ("fmnist-search presets", [*cli, "presets"], False, 0),
+             ("fmnist-search dashboard (to its URL)", [*cli, "dashboard", *store, "--port", "0"], True, 0),
+             ("export-best --trial 999999 (refused)", [*cli, "export-best", *store, "--trial", "999999"], False, 2),
+             ("train --preset nope (refused)", [*cli, "train", "--preset", "nope"], False, 2)]
     base = None
     print(f"{'command':40s} {'median s':>9s} {'x baseline':>10s}   ({args.runs} runs each)")
-    for name, argv, until_line in cases:
-        median = statistics.median(wall(argv, until_line) for _ in range(args.runs))
+    for name, argv, until_line, code in cases:
+        median = statistics.median(wall(argv, until_line, code) for _ in range(args.runs))
         base = base or median
         print(f"{name:40s} {median:9.2f} {median / base:10.2f}")
     return 0
