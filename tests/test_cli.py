@@ -207,7 +207,7 @@ def test_show_presets_and_the_dashboard_start_without_torch(small_study):
 
 STORE = ["--storage", "sqlite:///{db}", "--study", "s"]
 REFUSED_BEFORE_TORCH = {
-    "no such study": (["export-best", *STORE, "--study", "nope"], "--study 'nope': no such study"),
+    "no such study": (["export-best", "--storage", "sqlite:///{db}", "--study", "nope"], "--study 'nope': no such study"),
     "no such trial": (["export-best", *STORE, "--trial", "99"], "--trial 99: no such trial"),
     "a folder of the user's": (["export-best", *STORE, "--out", "{tmp}/mine"], "was not written by export-best"),
     "clashing options": (["export-best", *STORE, "--seeds", "2"], "--seeds: belongs to the final training"),
