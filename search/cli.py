@@ -210,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seeds", type=_int_range(1, 100), default=1,
                    help="with --retrain: runs of each architecture (seeds --seed, --seed+1, ...); their mean and "
                         "spread are reported, the first seed's run is exported (default 1)")
+    e.add_argument("--whole-front", action="store_true",
+                   help="with --retrain: train every front member, also one whose validation lead over a smaller "
+                        "member trained no longer is within the noise (default: such a member is left out, and "
+                        "named, so that the minutes go to models the validation split tells apart)")
     e.add_argument("--keep-tta", action="store_true",
                    help="export each model with the test-time augmentation its search used (default: choose it "
                         "again on the search's validation split, with its search weights, among those its training "

@@ -400,6 +400,10 @@ def export_best(args: argparse.Namespace) -> int:
     if not args.retrain and (args.retrain_minutes is not None or args.seeds > 1 or args.epochs is not None):
         given = "--retrain-minutes" if args.retrain_minutes is not None else "--seeds" if args.seeds > 1 else "--epochs"
         raise UsageError(f"{given}: belongs to the final training; add --retrain")
+    if args.whole_front and not args.retrain:
+        raise UsageError("--whole-front: belongs to the final training (without --retrain the whole front is exported)")
+    if args.whole_front and (args.trial or args.top is not None):
+        raise UsageError("--whole-front: the front is not what is exported with --trial or --top")
     if args.retrain_minutes is not None and args.epochs is not None:
         raise UsageError("--epochs and --retrain-minutes: give one (epochs by hand, or sized to the minutes)")
     out = args.out or Path("exports") / options.folder_safe(args.study)
@@ -407,7 +411,8 @@ def export_best(args: argparse.Namespace) -> int:
     protected = [folder, *storages.sqlite_files(args.storage)]
     check_target(out, protected)  # refuse a bad --out before opening anything
     study = existing_study(args)
-    chosen = select(study, args.trial, args.max_params, args.top, args.by)
+    chosen = select(study, args.trial, args.max_params, args.top, args.by,
+                    leave_ties=args.retrain and not args.whole_front, log=print)
     accepted(args)
     from search.handover.export import ExportOptions, export
     store = artifacts.open_store(folder)

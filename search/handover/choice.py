@@ -5,7 +5,7 @@ export loads anything.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -13,12 +13,15 @@ from optuna.trial import FrozenTrial, TrialState
 from fmnist.errors import UsageError
 
 from search.study import record
-from search.view.front import front
+from search.view.front import describe_ties, front, ties
 
 
 def select(study: optuna.Study, trials: Sequence[int] = (), max_params: int | None = None,
-           top: int | None = None, by: str = "acc") -> list[FrozenTrial]:
-    """The trials to export: --trial numbers, else the --top K by an objective, else the front."""
+           top: int | None = None, by: str = "acc", leave_ties: bool = False,
+           log: Callable[[str], None] = lambda line: None) -> list[FrozenTrial]:
+    """The trials to export: --trial numbers, else the --top K by an objective, else the front;
+    with ``leave_ties`` (a final training, unless --whole-front) the front less the members whose
+    lead over a smaller one is within the validation noise (``search.view.front.ties``)."""
     all_trials = study.get_trials(deepcopy=False)
     finished = [t for t in all_trials if t.state == TrialState.COMPLETE and record.is_ours(t)]
     if not finished:
@@ -45,6 +48,11 @@ def select(study: optuna.Study, trials: Sequence[int] = (), max_params: int | No
         chosen = sorted(ranked, key=lambda t: (sign * t.user_attrs[key], t.number))[:top]
     else:
         chosen = front(study)
+        found = ties(study, chosen) if leave_ties else []
+        if found:
+            log(describe_ties(found))
+            left = {t.number for t in found}
+            chosen = [t for t in chosen if t.number not in left]
     if max_params is not None:
         chosen = [t for t in chosen if t.user_attrs[record.PARAMS] <= max_params]
         if not chosen:

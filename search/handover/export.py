@@ -31,7 +31,7 @@ from search.study import record
 from search.study.artifacts import load_weights, read_state_dict
 from search.view import figures, hypervolume
 from search.view.document import Document
-from search.view.front import final_figure, seed_label, seed_verdicts, tta_cell
+from search.view.front import final_figure, front, seed_label, seed_verdicts, tta_cell
 from search.view.table import pct
 
 TOLERANCE = 1e-3  # max |difference| of logits between PyTorch and the exported files
@@ -206,7 +206,7 @@ def choose_tta(study: optuna.Study, chosen: list[FrozenTrial], specs: dict[int, 
 def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], results: list[dict]) -> None:
     finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if t.user_attrs.get(record.TEST_ACC) is not None and record.is_ours(t)]
-    front_numbers = {t.number for t in study.best_trials}
+    front_numbers = {t.number for t in front(study)}
     figures.front_plot(
         folder / "front.png",
         trials=[(t.user_attrs[record.PARAMS], t.user_attrs[record.TEST_ACC]) for t in finished],

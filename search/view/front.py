@@ -8,13 +8,16 @@ flip test-time augmentation says so (TTA column): its figures, and its FLOPs, co
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
+from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from space import zoo
 
+from search.pareto import dominates
 from search.study import record
 from search.view.table import format_table, pct
 
@@ -77,9 +80,86 @@ def final_figure(final: dict | None) -> str:
     return f"{pct(final['mean'])}{spread} ({n} seed{'s' if n != 1 else ''}, {final.get('epochs', '?')} epochs{tta})"
 
 
+def trained_no_longer(a: FrozenTrial, b: FrozenTrial) -> bool:
+    """Whether ``a`` trained no more epochs than ``b`` (a trial from before epochs were recorded: yes)."""
+    ea, eb = a.user_attrs.get(record.EPOCHS_RUN), b.user_attrs.get(record.EPOCHS_RUN)
+    return ea is None or eb is None or ea <= eb
+
+
+def minimized(t: FrozenTrial, directions) -> tuple[float, ...]:
+    return tuple(-v if d == optuna.study.StudyDirection.MAXIMIZE else v for v, d in zip(t.values, directions))
+
+
 def front(study: optuna.Study) -> list[FrozenTrial]:
-    """Pareto-optimal finished trials (on the study's own objectives) that this tool trained, smallest first."""
-    return sorted((t for t in study.best_trials if record.is_ours(t)), key=lambda t: (t.user_attrs[record.PARAMS], t.number))
+    """Pareto-optimal finished trials (on the study's own objectives) that this tool trained, smallest
+    first, compared at equal training: a trial drops another from the front only when it trained no
+    more epochs than the other. A timed CPU search trains cheap nets longer than the top rung
+    (``search.loop.plan``), and their extra epochs are not a better design: on the fp32 hour two
+    such nets (14 and 12 epochs) pushed a residual net of 8 epochs off the front, though both were
+    behind it when trained its 8 epochs (docs/benchmarks.md). Every trial on Optuna's front is on
+    this one."""
+    ours = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if record.is_ours(t) and t.values]
+    dirs = study.directions
+    points = {t.number: minimized(t, dirs) for t in ours}
+    # A dominator sorts before what it dominates, so checking against the members found so far is
+    # enough (dominance at equal training is transitive).
+    members: list[FrozenTrial] = []
+    for t in sorted(ours, key=lambda t: (points[t.number], t.user_attrs.get(record.EPOCHS_RUN) or 0, t.number)):
+        if not any(trained_no_longer(m, t) and dominates(points[m.number], points[t.number]) for m in members):
+            members.append(t)
+    return sorted(members, key=lambda t: (t.user_attrs[record.PARAMS], t.number))
+
+
+
+def lead_noise(p: float, q: float, n: int) -> float:
+    """One standard error of the difference of two accuracies measured on ``n`` images, taken as
+    independent: an upper bound, since both are measured on the same validation images."""
+    return math.sqrt((p * (1 - p) + q * (1 - q)) / n)
+
+
+@dataclass(frozen=True)
+class Tie:
+    """A front member whose validation lead over a smaller one is within the noise."""
+    number: int
+    of: int        # the smaller member (no larger in every cost, trained no longer)
+    lead: float    # validation accuracy over it
+    noise: float   # one standard error of that lead
+
+
+def ties(study: optuna.Study, members: list[FrozenTrial]) -> list[Tie]:
+    """The members (``front``'s, smallest first) whose validation lead over a smaller kept member
+    that trained no longer is at most one standard error: a final training that spreads its
+    minutes over the front spends them on a difference the validation split cannot show (the
+    fp32 hour's 3.7M-parameter seed led a 175,530-parameter net by 0.27 points, with 0.36 of
+    noise, and took a third of the final training). Empty when the study does not maximize
+    accuracy or has no recorded budget."""
+    names = list(study.metric_names or [])
+    budget = record.Budget.from_dict(study.user_attrs.get(record.BUDGET))
+    if "acc" not in names or budget is None or not budget.val_images:
+        return []
+    acc = names.index("acc")
+    costs = [i for i in range(len(names)) if i != acc]
+    kept: list[FrozenTrial] = []
+    found: list[Tie] = []
+    for b in members:
+        for a in kept:
+            if trained_no_longer(a, b) and all(a.values[i] <= b.values[i] for i in costs):
+                lead = b.values[acc] - a.values[acc]
+                noise = lead_noise(a.values[acc], b.values[acc], budget.val_images)
+                if lead <= noise:
+                    found.append(Tie(b.number, a.number, lead, noise))
+                    break
+        else:
+            kept.append(b)
+    return found
+
+
+def describe_ties(found: list[Tie]) -> str:
+    """What ``export-best --retrain`` leaves out, in a line."""
+    each = "; ".join(f"trial {t.number} (+{100 * t.lead:.2f} points over trial {t.of}, noise {100 * t.noise:.2f})"
+                     for t in found)
+    return (f"export-best --retrain leaves out {len(found)} front member(s) whose validation lead over a smaller one "
+            f"trained no longer is within one standard error: {each}; --whole-front trains them too")
 
 
 
@@ -93,7 +173,9 @@ def format_front(study: optuna.Study) -> str:
         return "no finished trials yet: the front is empty"
     finals = record.finals(study)
     table = format_table(*front_rows(members, finals))
-    return "\n".join([table, seeds_summary(members, finals), *seeds_trained_here(study)])
+    found = ties(study, members)
+    return "\n".join([table, seeds_summary(members, finals), *seeds_trained_here(study),
+                      *([describe_ties(found)] if found else [])])
 
 
 def tta(t: FrozenTrial) -> str:

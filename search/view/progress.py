@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.study import record
+from search.view.front import front
 
 
 def _clock(seconds: float) -> str:
@@ -61,7 +62,7 @@ class Progress:
         left = max(0, wanted - done) + queued_seeds
         eta = _clock(left / rate) if rate > 0 and left else "-"
         self.status = (f"{done}/{wanted} done, {kinds['pruned']} pruned, {kinds['failed']} failed, "
-                       f"front {len(study.best_trials)}, {_clock(elapsed)} elapsed, ETA {eta}")
+                       f"front {len(front(study))}, {_clock(elapsed)} elapsed, ETA {eta}")
         self.trial = ""
         self._draw()
 
