@@ -4,6 +4,9 @@ The seeds report test accuracy (a few report validation accuracy), so front memb
 validation accuracy, are compared to the seeds' reported figures on test accuracy: a member
 dominates a seed when it has no more parameters and a higher accuracy. A member that predicts with
 flip test-time augmentation says so (TTA column): its figures, and its FLOPs, count both passes.
+
+The front compares trials at equal training (``front``), and a final training spread over it
+leaves out the members whose lead is within the validation noise (``ties``).
 """
 from __future__ import annotations
 
