@@ -113,7 +113,6 @@ def front(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(members, key=lambda t: (t.user_attrs[record.PARAMS], t.number))
 
 
-
 def lead_noise(p: float, q: float, n: int) -> float:
     """One standard error of the difference of two accuracies measured on ``n`` images, taken as
     independent: an upper bound, since both are measured on the same validation images."""
