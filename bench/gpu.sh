@@ -17,7 +17,9 @@
 # the defaults, 300 s and 3 minutes, then took 581 s: both fit a session's 15 minutes of device time
 # when the second call follows the first within the machine's 30 s of warmth).
 # On a CPU it runs too, as a check of the script: SEARCH_ARGS="--train-subset 5000 --epochs 1"
-# SEARCH_SECONDS=60 RETRAIN_MINUTES=1 bash bench/gpu.sh (SEARCH_ARGS: more options for the search).
+# SEARCH_SECONDS=60 RETRAIN_MINUTES=1 bash bench/gpu.sh (SEARCH_ARGS: more options for the search;
+# EXPORT_ARGS: for export-best, e.g. "--trial 6" to spend the final training's minutes on the
+# 175,530-parameter residual warm start alone, to see what a long schedule makes of it there).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-$PWD/gpu-bench}"
@@ -45,11 +47,12 @@ work=$(mktemp -d)
   echo "## final training: export-best --retrain --retrain-minutes $retrain_minutes"
   start=$(date +%s)
   python3 -m search.cli export-best --retrain --retrain-minutes "$retrain_minutes" --data-dir "$data" \
-    --storage "sqlite:///$work/gpu.db" --study gpu --out "$work/export" | grep -v "^  "
+    --storage "sqlite:///$work/gpu.db" --study gpu --out "$work/export" ${EXPORT_ARGS:-} | grep -v "^  "
   echo "export wall: $(( $(date +%s) - start )) s"
   echo "## re-measured from the exported ONNX files"
   python3 bench/remeasure.py "$work/export" --data-dir "$data" --json "$out/remeasured.json"
-  echo "## epoch time of a 100k-parameter model (the 117,754-parameter warm start), 50,000 images"
+  echo "## epoch time of a 100k-parameter model (the 117,754-parameter warm start), 50,000 images,"
+  echo "## as the trainer runs it and with --compile (torch.compile; its compilation is not timed)"
   python3 - "$data" <<'EOF'
 import dataclasses, sys, time
 import fmnist
@@ -60,8 +63,14 @@ spec = min((fixed(w) for w in WARM_STARTS), key=lambda s: abs(param_count(s.arch
 ds = fmnist.load(sys.argv[1], download=False)
 device = fmnist.pick_device("auto")
 data = fmnist.make_splits(ds, 10_000, 0).to(device)
-rate = measure_rate(spec, data, "auto", steps=100)
-print(f"{rate:,.0f} training images/s on {device}: {50_000 / rate:.2f} s an epoch of 50,000 images")
+for compile in (False, True):
+    try:
+        rate = measure_rate(spec, data, "auto", steps=100, compile=compile)
+    except Exception as e:  # torch.compile needs a working compiler toolchain there
+        print(f"--compile failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        continue
+    print(f"{'--compile' if compile else 'eager':>9}: {rate:,.0f} training images/s on {device}: "
+          f"{50_000 / rate:.2f} s an epoch of 50,000 images")
 EOF
 } 2>&1 | tee "$log"
 cp "$work/export/report.md" "$work/gpu.db" "$out/" 2>/dev/null

@@ -107,7 +107,7 @@ def measure_pace(data: fmnist.Splits, precision: str, space: str, rate: Callable
 
 
 def measure_rate(spec: ModelSpec, data: fmnist.Splits, precision: str, seed: int = 0, steps: int = 24,
-                 repeats: int = 3) -> float:
+                 repeats: int = 3, compile: bool = False) -> float:
     """Training images/s of ``spec`` on the device ``data`` is on, briefly measured: the fastest of
     ``repeats`` runs after one that chooses kernels and fills caches. The fastest, as timeit advises,
     because whatever else the machine does (a process starting beside this one) only slows a run,
@@ -118,8 +118,8 @@ def measure_rate(spec: ModelSpec, data: fmnist.Splits, precision: str, seed: int
     probe = fmnist.Splits(fmnist.Split(data.train.images[:n], data.train.labels[:n]), no_val, data.test)
     model = build(spec.arch, seed=seed)
     one_epoch = dataclasses.replace(spec.train, epochs=1)
-    rates = [fmnist.train(model, probe, one_epoch, seed=seed, precision=precision, every_epoch=False,
-                          evaluate_test=False).images_per_s for _ in range(1 + max(1, repeats))]
+    rates = [fmnist.train(model, probe, one_epoch, seed=seed, precision=precision, compile=compile,
+                          every_epoch=False, evaluate_test=False).images_per_s for _ in range(1 + max(1, repeats))]
     return max(rates[1:])  # rates[0] is the warm-up's
 
 
