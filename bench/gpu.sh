@@ -55,7 +55,7 @@ work=$(mktemp -d)
   echo "## epoch time of a 100k-parameter model (the 117,754-parameter warm start), 50,000 images,"
   echo "## as the trainer runs it and with --compile (torch.compile; its compilation is not timed)"
   python3 - "$data" <<'EOF'
-import dataclasses, sys, time
+import sys
 import fmnist
 from search.loop.plan import measure_rate
 from space import param_count
@@ -65,13 +65,13 @@ ds = fmnist.load(sys.argv[1], download=False)
 device = fmnist.pick_device("auto")
 data = fmnist.make_splits(ds, 10_000, 0).to(device)
 for compile in (False, True):
+    mode = "--compile" if compile else "eager"
     try:
         rate = measure_rate(spec, data, "auto", steps=100, compile=compile)
     except Exception as e:  # torch.compile needs a working compiler toolchain there
-        print(f"--compile failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        print(f"{mode} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         continue
-    print(f"{'--compile' if compile else 'eager':>9}: {rate:,.0f} training images/s on {device}: "
-          f"{50_000 / rate:.2f} s an epoch of 50,000 images")
+    print(f"{mode:>9}: {rate:,.0f} training images/s on {device}: {50_000 / rate:.2f} s an epoch of 50,000 images")
 EOF
 } 2>&1 | tee "$log"
 cp "$work/export/report.md" "$work/gpu.db" "$out/" 2>/dev/null
