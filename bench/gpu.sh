@@ -20,7 +20,7 @@
 # On a CPU it runs too, as a check of the script: SEARCH_ARGS="--train-subset 5000 --epochs 1"
 # SEARCH_SECONDS=60 RETRAIN_MINUTES=1 bash bench/gpu.sh (SEARCH_ARGS: more options for the search;
 # EXPORT_ARGS: for export-best, e.g. "--trial 6" to spend the final training's minutes on the
-# 175,530-parameter residual warm start alone, to see what a long schedule makes of it there).
+# 170,826-parameter residual warm start alone, to see what a long schedule makes of it there).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-$PWD/gpu-bench}"

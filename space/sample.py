@@ -10,9 +10,9 @@ they mean something (block ``i``'s only in nets of more than ``i`` blocks).
   stage, an optional 1x1 reduction entering stages 2-3, batch norm, a GAP or flatten head and at
   most one small dense layer. A stage is plain (1-2 convs) or residual (a stem conv first, then
   1-3 ResNet basic blocks a stage: two convs and a skip, a 1x1 projection where the width
-  changes). Three pools on 28x28 leave 3x3, so every sample is valid. Training: AdamW or SGD,
-  shifts, flips, random erasing and label smoothing; a net trained on flips may predict with
-  flip test-time augmentation (both spaces).
+  changes; the 28x28 stage chooses its number of blocks apart). Three pools on 28x28 leave 3x3,
+  so every sample is valid. Training: AdamW or SGD, shifts, flips, random erasing and label
+  smoothing; a net trained on flips may predict with flip test-time augmentation (both spaces).
 - ``blocks``: the earlier per-block space (1-5 blocks, each with its own filters, kernel,
   padding, reduction, pooling and dropout; 0-2 dense layers). A block that would shrink the
   feature map to nothing gets 'same' padding and no pooling instead, so it is valid too.
@@ -77,6 +77,10 @@ def _stages(trial: Any) -> ArchSpec:
     residual = trial.suggest_categorical("residual", [False, True])
     # plain: 1-2 convs a stage; residual: a stem conv, then 1-3 basic blocks (2 convs and a skip) a stage
     depth = trial.suggest_int("blocks", 1, MAX_BLOCKS) if residual else trial.suggest_int("depth", 1, 2)
+    # A residual net of several stages chooses its 28x28 stage's blocks apart: a block there costs
+    # about three times the training time of one at 14x14 for a quarter of its parameters (measured on
+    # a CPU: half of the 175,530-parameter net's step is its first stage).
+    first = trial.suggest_int("first_blocks", 1, MAX_BLOCKS) if residual and n_stages > 1 else depth
     kernel = trial.suggest_categorical("kernel", [3, 5])  # the first conv only: 28x28 is where it pays
     bn = trial.suggest_categorical("bn", ["before", "after", "off"])
     activation = trial.suggest_categorical("activation", ["relu", "silu", "gelu"])
@@ -90,7 +94,7 @@ def _stages(trial: Any) -> ArchSpec:
         channels = width
     for s in range(n_stages):
         filters = width if s == 0 else _round4(width * widen ** s)
-        layers = 2 * depth if residual else depth
+        layers = 2 * (first if s == 0 else depth) if residual else depth
         for d in range(layers):
             first, last = d == 0, d == layers - 1
             convs.append(ConvBlock(
@@ -176,11 +180,15 @@ WARM_STARTS: tuple[dict[str, Any], ...] = (
     {**_PLAIN, "stages": 3, "width": 12, "depth": 2},
     REFERENCE,
     {**_PLAIN, "stages": 2, "width": 16, "depth": 2, "head": "flatten", "dense_units": 64, "dropout": 0.2},
-    # ResNet-style: 16-32-64 channels, two basic blocks a stage (175k parameters), and three (273k).
-    # Shifts of 2 and flips; erasing and label smoothing left to the search (measured at 20 epochs
-    # on all 60k images: 93.94% test without them, 93.89% with erasing 0.5 and smoothing 0.1).
-    {**_PLAIN, "stages": 3, "width": 16, "residual": True, "blocks": 2, "aug_shift": 2},
-    {**_PLAIN, "stages": 3, "width": 16, "residual": True, "blocks": 3, "aug_shift": 2},
+    # ResNet-style: 16-32-64 channels, two basic blocks in the later stages and one at 28x28 (171k
+    # parameters), and three in every stage (273k). One block at 28x28 rather than two trains 1.4x
+    # as many images a second on a CPU for 3% fewer parameters; at equal training time (20 epochs
+    # against 14, the search's split, seed 0) it was ahead on validation: 94.26% against 93.87%
+    # with flip-shift TTA. Shifts of 2 and flips; erasing and label smoothing left to the search
+    # (measured at 20 epochs on all 60k images: 93.94% test without them, 93.89% with erasing 0.5
+    # and smoothing 0.1).
+    {**_PLAIN, "stages": 3, "width": 16, "residual": True, "first_blocks": 1, "blocks": 2, "aug_shift": 2},
+    {**_PLAIN, "stages": 3, "width": 16, "residual": True, "first_blocks": 3, "blocks": 3, "aug_shift": 2},
 )
 
 

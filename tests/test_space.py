@@ -195,6 +195,38 @@ def test_the_stages_space_samples_residual_networks_that_count_exactly():
     assert any(150_000 <= n <= 500_000 and any(b.skip for b in fixed(w).arch.convs) for n, w in zip(sizes, WARM_STARTS))
 
 
+def test_a_residual_net_chooses_its_28x28_stage_blocks_apart_and_counts_exactly():
+    import optuna
+
+    from space.sample import WARM_STARTS, fixed
+    from space.spec import feature_shapes
+
+    def convs_per_side(arch: ArchSpec) -> dict[int, int]:
+        sides = [side for _, side in feature_shapes(arch)[:len(arch.convs)]]  # each conv's input
+        return {side: sides.count(side) for side in sides}
+
+    light = fixed(WARM_STARTS[6]).arch  # a stem, one block at 28x28, two at 14x14 and at 7x7
+    assert convs_per_side(light) == {28: 3, 14: 4, 7: 4} and param_count(light) == 170_826
+    heavy = fixed({**WARM_STARTS[6], "first_blocks": 3, "blocks": 1}).arch
+    assert convs_per_side(heavy) == {28: 7, 14: 2, 7: 2}
+    for arch in (light, heavy):
+        model = build(arch).eval()
+        assert param_count(arch) == sum(p.numel() for p in model.parameters())
+        with FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, 1, 28, 28))
+        assert flops(arch) == counter.get_total_flops()
+    # Only where it means something: a one-stage residual net has only its "blocks"
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    seen = set()
+    for _ in range(200):
+        trial = study.ask()
+        sample(trial, 1, "stages")
+        p = trial.params
+        assert ("first_blocks" in p) == (p["residual"] and p["stages"] > 1)
+        seen.add((p["stages"], p["residual"], "first_blocks" in p))
+    assert (1, True, False) in seen and (3, True, True) in seen
+
+
 def test_flip_tta_predicts_the_mean_over_the_mirror_and_trains_on_one_pass():
     from space import pass_flops
     from space.sample import WARM_STARTS, fixed
