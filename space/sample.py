@@ -80,7 +80,7 @@ def _stages(trial: Any) -> ArchSpec:
     # A residual net of several stages chooses its 28x28 stage's blocks apart: a block there costs
     # about three times the training time of one at 14x14 for a quarter of its parameters (measured on
     # a CPU: half of the 175,530-parameter net's step is its first stage).
-    first = trial.suggest_int("first_blocks", 1, MAX_BLOCKS) if residual and n_stages > 1 else depth
+    depth0 = trial.suggest_int("first_blocks", 1, MAX_BLOCKS) if residual and n_stages > 1 else depth
     kernel = trial.suggest_categorical("kernel", [3, 5])  # the first conv only: 28x28 is where it pays
     bn = trial.suggest_categorical("bn", ["before", "after", "off"])
     activation = trial.suggest_categorical("activation", ["relu", "silu", "gelu"])
@@ -94,7 +94,7 @@ def _stages(trial: Any) -> ArchSpec:
         channels = width
     for s in range(n_stages):
         filters = width if s == 0 else _round4(width * widen ** s)
-        layers = 2 * (first if s == 0 else depth) if residual else depth
+        layers = 2 * (depth0 if s == 0 else depth) if residual else depth
         for d in range(layers):
             first, last = d == 0, d == layers - 1
             convs.append(ConvBlock(
