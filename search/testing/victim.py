@@ -1,13 +1,18 @@
 """A trial to kill or stop, for the fault tests and bench/workers.py: one in training."""
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
 import subprocess
 import time
 
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 
 from search.study import record
+from search.study.storage import sqlite_path
 
 
 def trial_in_training(url: str, proc: subprocess.Popen, max_flops: int, not_pid: int | None = None,
@@ -28,3 +33,55 @@ def trial_in_training(url: str, proc: subprocess.Popen, max_flops: int, not_pid:
     finally:
         storage.engine.dispose()
     return None
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
+# Transactions that other connections hold open, on a database server.
+_OPEN_TRANSACTIONS = {
+    "postgresql": "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                  "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL",
+    "mysql": "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_mysql_thread_id <> CONNECTION_ID()",
+}
+
+
+def _in_a_transaction(url: str) -> bool:
+    """Whether some other connection holds a transaction open in the database at ``url``."""
+    path = sqlite_path(url)
+    if path is not None:  # a lock another connection holds, a reader's included, refuses this at once
+        con = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            con.execute("BEGIN EXCLUSIVE")
+            con.execute("ROLLBACK")
+            return False
+        except sqlite3.OperationalError:
+            return True
+        finally:
+            con.close()
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as con:
+            return con.exec_driver_sql(_OPEN_TRANSACTIONS[engine.dialect.name]).scalar() > 0
+    finally:
+        engine.dispose()
+
+
+def pause_outside_a_transaction(pid: int, url: str, within: float = 60) -> None:
+    """Stop (SIGSTOP) the worker ``pid`` at a moment it holds no transaction open on ``url``.
+
+    Stopped inside one, it would keep its locks for as long as it stays stopped, and every other
+    connection would wait on them (a SQLite file's lock, for the connection's whole timeout): a
+    test of what others do meanwhile would fail on where the signal happened to land."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        os.kill(pid, signal.SIGSTOP)
+        while not _stopped(pid):
+            time.sleep(0.001)
+        if not _in_a_transaction(url):
+            return
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.01)
+    raise AssertionError(f"worker {pid} held a transaction open on every try for {within} s")
