@@ -201,6 +201,18 @@ _SMALLEST = {"stages": {"stages": 1, "width": 8, "widen": 1.0, "depth": 1, "kern
                         "n_dense": 0, "head": "gap"}}
 
 
+def carried_over(params: dict[str, Any]) -> dict[str, Any]:
+    """What a candidate given ``params`` by an earlier version of the stages space (a failed trial
+    queued again, a warm start queued by a study begun before) lacks to mean what it meant then.
+
+    Before ``first_blocks``, a residual net's 28x28 stage had as many blocks as its later stages:
+    sampled now, the choice would train another network under the old one's parameters."""
+    if (params.get("residual") and params.get("stages", 1) > 1 and "blocks" in params
+            and "first_blocks" not in params):
+        return {"first_blocks": params["blocks"]}
+    return {}
+
+
 class _Fixed:
     """A trial that answers every suggestion from ``params`` (Optuna's FixedTrial, without Optuna)."""
 

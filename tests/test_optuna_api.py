@@ -43,6 +43,19 @@ def test_a_study_on_an_rdb_storage_exposes_what_the_adapter_reads(tmp_path):
     assert created == optuna_api.table_names(), "the tables Optuna creates are not the ones the adapter names"
 
 
+def test_a_trial_given_parameters_shows_them_and_answers_fixed_ones_without_sampling():
+    study = optuna.create_study()
+    study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.WAITING, params={"a": 1},
+                                        distributions={"a": optuna.distributions.IntDistribution(0, 3)}))
+    study.enqueue_trial({"b": 2})
+    stored, enqueued = study.ask(), study.ask()
+    assert optuna_api.given_params(stored) == {"a": 1} and optuna_api.given_params(enqueued) == {"b": 2}
+    optuna_api.fix_params(stored, {"c": 3})
+    assert stored.suggest_int("c", 0, 3) == 3 and stored.suggest_int("a", 0, 3) == 1
+    assert study.trials[0].params == {"a": 1, "c": 3}
+    assert optuna_api.given_params(study.ask()) == {}
+
+
 def test_an_in_memory_study_has_no_engine():
     assert optuna_api.engine(optuna.create_study()) is None
 

@@ -7,6 +7,7 @@ from optuna.trial import TrialState
 
 import fmnist
 from space import ModelSpec, flops, param_count
+from space.sample import WARM_STARTS, fixed, sample
 
 from search.cli import main
 from search.loop import options
@@ -74,6 +75,28 @@ def test_an_identical_candidate_is_not_trained_again(synth_dir, tmp_path):
     copy = load(db).trials[first.number + 1]
     assert copy.params == first.params
     assert copy.user_attrs["skipped"] == f"duplicate of trial {first.number}" and "val_acc" not in copy.user_attrs
+
+
+def test_a_residual_candidate_queued_before_first_blocks_trains_the_network_it_stood_for(synth_dir, tmp_path):
+    """A configuration queued by the space before `first_blocks` existed (a failed trial queued
+    again, a warm start of a study begun before) keeps its meaning then: as many residual blocks
+    at 28x28 as in the later stages, not a newly sampled number under the old parameters."""
+    db = tmp_path / "d.db"
+    assert run(synth_dir, db, "--trials", "1", "--no-enqueue-seeds") == 0
+    study = load(db)
+    old = {k: v for k, v in {**WARM_STARTS[6], "width": 8}.items() if k != "first_blocks"}
+    then = optuna.trial.FixedTrial({**old, "first_blocks": 2})
+    sample(then, 1)
+    # as reclaim.retry queues a failed trial (its parameters stored), and as enqueue_trial a warm start
+    study.add_trial(optuna.create_trial(state=TrialState.WAITING, params={**old, "blocks": 1},
+                                        distributions={k: then.distributions[k] for k in old}))
+    study.enqueue_trial({**old, "blocks": 3, "widen": 1.5})
+    queued = len(study.trials)
+    assert run(synth_dir, db, "--trials", "3", "--no-enqueue-seeds") == 0
+    for t, blocks in zip(load(db).trials[queued - 2:queued], (1, 3)):
+        assert t.params["blocks"] == t.params["first_blocks"] == blocks, t.params
+        arch = ModelSpec.from_json(record.spec_text(t)).arch
+        assert arch == fixed(t.params).arch and sum(c.filters == 8 for c in arch.convs) == 1 + 2 * blocks
 
 
 @pytest.mark.parametrize("argv, expected", [

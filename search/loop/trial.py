@@ -20,10 +20,10 @@ import torch
 import fmnist
 from fmnist.errors import SpecError
 from space import ModelSpec, build, flops, inference_bytes, param_count, pass_flops, summary, training_bytes, zoo
-from space.sample import sample
+from space.sample import carried_over, sample
 
 from search.loop.plan import TOP_SECONDS_SHARE, Plan
-from search.study import claims, record
+from search.study import claims, optuna_api, record
 from search.study.record import Outcome
 from search.study.rescue import TrialWriter
 
@@ -69,6 +69,8 @@ def candidate(writer: TrialWriter, plan: Plan) -> ModelSpec:
     """The trial's model: an enqueued seed preset, else a sample of the plan's space; trained for
     the epochs the plan gives a net of its cost."""
     preset = writer.user_attrs.get(record.PRESET)
+    if not preset and plan.space == "stages":
+        optuna_api.fix_params(writer.trial, carried_over(optuna_api.given_params(writer.trial)))
     spec = zoo.get(preset) if preset else sample(writer.trial, plan.epochs, plan.space)
     epochs = plan.epochs_for(pass_flops(spec.arch))
     return dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=epochs))

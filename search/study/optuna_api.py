@@ -67,6 +67,18 @@ def set_trial_system_attr(trial: optuna.Trial, key: str, value: Any) -> None:
     trial.storage.set_trial_system_attr(trial_id(trial), key, value)
 
 
+def given_params(trial: optuna.Trial) -> dict[str, Any]:
+    """The parameters a trial holds before its objective suggests anything: those stored with it
+    (a retry queued by ``study.add_trial``) and those ``enqueue_trial`` fixed."""
+    return {**getattr(trial, "_fixed_params", {}), **trial.params}
+
+
+def fix_params(trial: optuna.Trial, params: dict[str, Any]) -> None:
+    """Make the trial's next suggestions of these names answer these values, as enqueue_trial's do
+    (and be stored with it as they are suggested)."""
+    trial._fixed_params = {**trial._fixed_params, **params}
+
+
 def table_names() -> set[str]:
     """The tables an Optuna RDB storage creates (and Alembic's, which stamps their version)."""
     from optuna.storages._rdb import models
