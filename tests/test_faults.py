@@ -19,7 +19,7 @@ import fmnist
 from search.study import reclaim, record, storage as storages
 from search.cli import main
 from search.testing.support import BEAT, GRACE, MAX_FLOPS, search_workers
-from search.testing.victim import pause_outside_a_transaction, trial_in_training
+from search.testing.victim import pause_holding_no_lock, trial_in_training
 
 _names = itertools.count()
 
@@ -68,7 +68,7 @@ def test_a_paused_worker_whose_trial_was_failed_as_stale_keeps_its_result(db_url
     result as a new trial with its weights, and goes on with the study."""
     proc = search_workers(db_url, synth_dir, tmp_path, "p", trials=3, epochs=60, workers=1, short_grace=True)
     pid, number = training_trial(db_url, proc)
-    pause_outside_a_transaction(pid, db_url)
+    pause_holding_no_lock(pid, db_url)
     try:
         time.sleep(GRACE + 2 * BEAT)
         monkeypatch.setattr(storages, "HEARTBEAT_S", BEAT)

@@ -40,18 +40,24 @@ def _stopped(pid: int) -> bool:
         return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
 
 
-# Transactions that other connections hold open, on a database server.
-_OPEN_TRANSACTIONS = {
-    "postgresql": "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                  "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL",
-    "mysql": "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_mysql_thread_id <> CONNECTION_ID()",
+# Write locks that other connections hold, on a database server: a transaction that has written or
+# locked rows for update (in PostgreSQL it holds its transaction id's lock from then on). A
+# transaction that has only read blocks nobody there. Counted in this database only: the server
+# may hold other tests' databases.
+_LOCKS_HELD = {
+    "postgresql": "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                  "WHERE a.datname = current_database() AND l.pid <> pg_backend_pid() "
+                  "AND l.locktype = 'transactionid' AND l.granted",
+    "mysql": "SELECT count(*) FROM information_schema.innodb_trx t JOIN information_schema.processlist p "
+             "ON p.id = t.trx_mysql_thread_id WHERE p.db = DATABASE() AND p.id <> CONNECTION_ID() "
+             "AND (t.trx_rows_locked > 0 OR t.trx_tables_locked > 0 OR t.trx_rows_modified > 0)",
 }
 
 
-def _in_a_transaction(url: str) -> bool:
-    """Whether some other connection holds a transaction open in the database at ``url``."""
+def _holding_locks(url: str) -> bool:
+    """Whether some other connection holds a lock that a write to the database at ``url`` would wait on."""
     path = sqlite_path(url)
-    if path is not None:  # a lock another connection holds, a reader's included, refuses this at once
+    if path is not None:  # any lock on the file, a reader's included, refuses this at once
         con = sqlite3.connect(path, timeout=0, isolation_level=None)
         try:
             con.execute("BEGIN EXCLUSIVE")
@@ -64,24 +70,24 @@ def _in_a_transaction(url: str) -> bool:
     engine = sqlalchemy.create_engine(url)
     try:
         with engine.connect() as con:
-            return con.exec_driver_sql(_OPEN_TRANSACTIONS[engine.dialect.name]).scalar() > 0
+            return con.exec_driver_sql(_LOCKS_HELD[engine.dialect.name]).scalar() > 0
     finally:
         engine.dispose()
 
 
-def pause_outside_a_transaction(pid: int, url: str, within: float = 60) -> None:
-    """Stop (SIGSTOP) the worker ``pid`` at a moment it holds no transaction open on ``url``.
+def pause_holding_no_lock(pid: int, url: str, within: float = 60) -> None:
+    """Stop (SIGSTOP) the worker ``pid`` at a moment it holds no lock on the database at ``url``.
 
-    Stopped inside one, it would keep its locks for as long as it stays stopped, and every other
-    connection would wait on them (a SQLite file's lock, for the connection's whole timeout): a
-    test of what others do meanwhile would fail on where the signal happened to land."""
+    Stopped inside a write, it would keep its locks for as long as it stays stopped, and every
+    other connection would wait on them (a SQLite file's lock, for the connection's whole timeout):
+    a test of what others do meanwhile would fail on where the signal happened to land."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         os.kill(pid, signal.SIGSTOP)
         while not _stopped(pid):
             time.sleep(0.001)
-        if not _in_a_transaction(url):
+        if not _holding_locks(url):
             return
         os.kill(pid, signal.SIGCONT)
         time.sleep(0.01)
-    raise AssertionError(f"worker {pid} held a transaction open on every try for {within} s")
+    raise AssertionError(f"worker {pid} held a lock on the database on every try for {within} s")
