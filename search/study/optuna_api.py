@@ -76,7 +76,8 @@ def given_params(trial: optuna.Trial) -> dict[str, Any]:
 def fix_params(trial: optuna.Trial, params: dict[str, Any]) -> None:
     """Make the trial's next suggestions of these names answer these values, as enqueue_trial's do
     (and be stored with it as they are suggested)."""
-    trial._fixed_params = {**trial._fixed_params, **params}
+    if params:
+        trial._fixed_params = {**trial._fixed_params, **params}
 
 
 def table_names() -> set[str]:
