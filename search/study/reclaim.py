@@ -38,6 +38,12 @@ def retry(study: optuna.Study, trial: FrozenTrial) -> None:
         system_attrs={record.FAILED_TRIAL: history[0], record.RETRY_HISTORY: history}))
 
 
+def process_state(pid: int) -> str:
+    """The process's state letter on Linux (R running, S sleeping, T stopped, Z zombie, ...)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0]  # after the name, which may hold spaces and ')'
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -46,8 +52,7 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:  # a killed worker that its parent (--workers) has not reaped yet is a zombie: dead
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
+        return process_state(pid) != "Z"
     except (OSError, IndexError):
         return True
 

@@ -12,6 +12,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from search.study import record
+from search.study.reclaim import process_state
 from search.study.storage import sqlite_path
 
 
@@ -33,11 +34,6 @@ def trial_in_training(url: str, proc: subprocess.Popen, max_flops: int, not_pid:
     finally:
         storage.engine.dispose()
     return None
-
-
-def _stopped(pid: int) -> bool:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
 
 
 # Write locks that other connections hold, on a database server: a transaction that has written or
@@ -84,7 +80,7 @@ def pause_holding_no_lock(pid: int, url: str, within: float = 60) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         os.kill(pid, signal.SIGSTOP)
-        while not _stopped(pid):
+        while process_state(pid) not in ("T", "t"):
             time.sleep(0.001)
         if not _holding_locks(url):
             return
