@@ -22,12 +22,14 @@ from torch.profiler import profile  # noqa: E402
 from space import build, flops, param_count  # noqa: E402
 from space.sample import WARM_STARTS, fixed  # noqa: E402
 
+BATCH = 256  # the warm start's
 
-def stepper(arch, batch: int = 256):
+
+def stepper(arch):
     model = build(arch, seed=0).to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,))
+    x = torch.randn(BATCH, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (BATCH,))
 
     def step() -> None:
         loss = F.cross_entropy(model(x), y)
@@ -47,7 +49,7 @@ def images_per_s(arch, steps: int, repeats: int = 3) -> float:
         start = time.perf_counter()
         for _ in range(steps):
             step()
-        best = max(best, steps * 256 / (time.perf_counter() - start))
+        best = max(best, steps * BATCH / (time.perf_counter() - start))
     return best
 
 
