@@ -205,8 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "training images with its tuned settings, then export that model")
     e.add_argument("--epochs", type=_positive_int, help="with --retrain: epochs instead of the trial's")
     e.add_argument("--retrain-minutes", type=_minutes,
-                   help="with --retrain: one number of epochs for all, sized so that the whole final training "
-                        "takes about this many minutes here (from each model's measured speed)")
+                   help="with --retrain: epochs sized so that the whole final training takes about this many "
+                        "minutes here (from each model's measured speed), split by --retrain-split")
+    e.add_argument("--retrain-split", choices=("hypervolume", "equal"),
+                   help="with --retrain-minutes: 'hypervolume' (default) gives each epoch where it raises the "
+                        "front's hypervolume most for its time (the largest and the cheapest models get more "
+                        "than an equal share); 'equal': one number of epochs for every model")
     e.add_argument("--seeds", type=_int_range(1, 100), default=1,
                    help="with --retrain: runs of each architecture (seeds --seed, --seed+1, ...); their mean and "
                         "spread are reported, the first seed's run is exported (default 1)")

@@ -406,6 +406,8 @@ def export_best(args: argparse.Namespace) -> int:
         raise UsageError("--whole-front: the front is not what is exported with --trial or --top")
     if args.retrain_minutes is not None and args.epochs is not None:
         raise UsageError("--epochs and --retrain-minutes: give one (epochs by hand, or sized to the minutes)")
+    if args.retrain_split is not None and args.retrain_minutes is None:
+        raise UsageError("--retrain-split: splits --retrain-minutes over the models; add --retrain-minutes")
     out = args.out or Path("exports") / options.folder_safe(args.study)
     folder = artifacts.artifact_dir(args.storage, args.artifact_dir)
     protected = [folder, *storages.sqlite_files(args.storage)]
@@ -420,7 +422,8 @@ def export_best(args: argparse.Namespace) -> int:
     ds = load_dataset(args)
     print(f"exporting {len(chosen)} model(s) of study {args.study!r} to {out}")
     export(study, chosen, out, store, ds, ExportOptions(device, args.precision, args.retrain, args.epochs, args.seed,
-                                                         args.retrain_minutes, args.seeds, args.keep_tta),
+                                                         args.retrain_minutes, args.seeds, args.keep_tta,
+                                                         args.retrain_split or "hypervolume"),
            protected=protected)
     print(f"done: {out / 'report.html'} and {out / 'report.md'}")
     return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 
 import numpy as np
@@ -160,14 +161,18 @@ def test_the_final_training_runs_each_seed_and_reports_the_spread(study_db, synt
 
 
 def test_the_final_training_is_sized_to_the_minutes_given(study_db, synth_dir, tmp_path, capsys):
-    assert export(study_db, synth_dir, tmp_path / "m", "--retrain", "--retrain-minutes", "0.05") == 0
-    out = capsys.readouterr().out
-    assert "sized to --retrain-minutes 0.05" in out
-    epochs = {json.loads((p / "metrics.json").read_text())["final"]["epochs"]
-              for p in (tmp_path / "m").iterdir() if p.is_dir()}
-    assert len(epochs) == 1 and epochs.pop() >= 1
+    for split in ("hypervolume", "equal"):
+        assert export(study_db, synth_dir, tmp_path / split, "--retrain", "--retrain-minutes", "0.05",
+                      *(["--retrain-split", split] if split == "equal" else [])) == 0
+        assert "sized to --retrain-minutes 0.05" in capsys.readouterr().out
+        finals = [json.loads((p / "metrics.json").read_text())["final"] for p in (tmp_path / split).iterdir()
+                  if p.is_dir()]
+        assert len(finals) > 1 and all(f["epochs"] >= 1 and f["split"] == split for f in finals)
+        if split == "equal":
+            assert len({f["epochs"] for f in finals}) == 1
     for extra, said in ((["--seeds", "2"], "add --retrain"), (["--retrain", "--epochs", "2", "--retrain-minutes", "1"],
-                                                              "give one")):
+                                                              "give one"),
+                        (["--retrain", "--retrain-split", "equal"], "add --retrain-minutes")):
         assert export(study_db, synth_dir, tmp_path / "x", *extra) == 2
         assert said in capsys.readouterr().err and not (tmp_path / "x").exists()
 
@@ -364,6 +369,34 @@ def test_the_final_trainings_eta_weighs_each_model_by_its_own_speed(monkeypatch)
     clock.done = 60_000 / 10_000
     # ... so the large one ahead is expected at twice its plan, not at the small one's pace in images
     assert clock.left() == pytest.approx(1200)
+
+
+def test_the_front_widths_run_to_the_next_larger_model_and_the_largest_to_the_reference():
+    from search.handover.final import front_widths
+    assert front_widths({1: 1_000, 2: 10_000, 3: 100_000}, 5_000_000) == pytest.approx(
+        {1: 1.0, 2: 1.0, 3: math.log10(50)})
+    assert front_widths({1: 1_000, 2: 1_000, 3: 10_000}, 100_000) == pytest.approx({1: 1.0, 2: 1.0, 3: 1.0})
+    assert front_widths({1: 10_000_000}, 5_000_000) == pytest.approx({1: math.log10(2)})
+
+
+def test_the_minutes_split_by_hypervolume_is_the_best_split_within_them():
+    """Against every split that fits, under the a - b/epochs curve the split assumes."""
+    from search.handover.final import split_by_hypervolume
+    cost, width = {1: 1.0, 2: 7.0, 3: 11.0}, {1: 0.3, 2: 0.2, 3: 1.5}
+
+    def value(e: dict[int, int]) -> float:
+        return -sum(width[k] / e[k] for k in e)
+    for seconds in (19, 97, 240, 400):
+        got = split_by_hypervolume(cost, width, seconds)
+        used = sum(cost[k] * got[k] for k in got)
+        assert used <= seconds and all(got[k] >= 1 for k in got)
+        best = max(value({1: a, 2: b, 3: c}) for b in range(1, 60) for c in range(1, 40)
+                   for a in [int((seconds - 7 * b - 11 * c) // 1)] if a >= 1)
+        assert value(got) >= best - 1e-3 * abs(best)
+    wide = split_by_hypervolume(cost, width, 400)
+    assert wide[3] > wide[2]              # the wide model gets more than the narrow one of about its cost
+    assert split_by_hypervolume({1: 5.0, 2: 5.0}, {1: 1.0, 2: 1.0}, 100) == {1: 10, 2: 10}
+    assert split_by_hypervolume({1: 5.0, 2: 5.0}, {1: 1.0, 2: 1.0}, 3) == {1: 1, 2: 1}  # at least one each
 
 
 @pytest.mark.parametrize("tta", ["flip", "flip-shift"])

@@ -97,6 +97,7 @@ class ExportOptions:
     minutes: float | None = None     # the final training's time budget, spread over the models
     seeds: int = 1                   # runs of each architecture in the final training
     keep_tta: bool = False           # export with the search's TTA rather than choose it again on validation
+    split: str = "hypervolume"       # how the minutes are split over the models (final.SPLITS)
 
 
 def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds: fmnist.FashionMNIST,
@@ -118,7 +119,7 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
     if options.retrain:
         data = fmnist.make_splits(ds, val_size=0, seed=options.seed).to(options.device)
         schedule = final.plan(chosen, specs, data, options.device, options.precision, options.seed, options.seeds,
-                              options.minutes, options.epochs)
+                              options.minutes, options.epochs, options.split, hypervolume.reference(study)[1])
         for line in final.describe(schedule, {n: s.train.epochs for n, s in specs.items()}, options.minutes):
             log(line)
         clock = final.Clock(schedule)
@@ -131,7 +132,8 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
                 model, spec, accs = final.train_final(
                     folder_name(t), spec, data, test, schedule.epochs[t.number], schedule.seeds, options.precision,
                     schedule.rates[t.number], clock, log)
-                figures_final = {"epochs": spec.train.epochs, "train_images": schedule.train_images,
+                figures_final = {"epochs": spec.train.epochs, "split": schedule.split,
+                                 "train_images": schedule.train_images,
                                  "seeds": list(schedule.seeds), "exported_seed": schedule.seeds[0],
                                  "tta": spec.arch.tta, "searched_tta": searched[t.number].arch.tta,
                                  **final.summary(accs)}
@@ -263,7 +265,13 @@ def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], r
                       f"{len(f['seeds'])} run(s) with seeds {', '.join(map(str, f['seeds']))}. The exported model "
                       f"is the run of seed {f['exported_seed']}, chosen before training (not by its test accuracy); "
                       f"the spread is the standard deviation of the runs' test accuracy. The search's figures "
-                      f"are the search's own training of the same architecture.")
+                      f"are the search's own training of the same architecture. Epochs: "
+                      + ", ".join(f"{folder_name(t)} {m['final']['epochs']}" for t, m in zip(chosen, results)
+                                  if m["final"]) + "."
+                      + (" The minutes given were split where an epoch raises the front's hypervolume most for "
+                         "its training time (the largest model, whose share of the hypervolume runs to the "
+                         "reference point, and the cheap small ones get more than an equal share; "
+                         "--retrain-split equal gives all one number)." if f.get("split") == "hypervolume" else ""))
     doc.paragraph("A model dominates a seed model when it has no more parameters than the seed reports and a "
                   "higher test accuracy (the final mean where retrained) than the seed's reported accuracy, by "
                   "more than the model's spread over seeds; within the spread they tie. With one run no spread "

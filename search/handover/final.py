@@ -4,14 +4,25 @@ training images, as NAS methods do once the search has ranked architectures on i
 The validation split has done its job by then (selection), so it is trained on too; test accuracy
 is only reported. ``--seeds K`` trains K runs of each architecture (seeds ``--seed``,
 ``--seed``+1, ...) and reports their mean and spread; the exported model is the first seed's
-run, chosen before training, never by its test accuracy. ``--retrain-minutes M`` sizes one
-number of epochs for every model so that all runs together take about M minutes here, from each
-model's measured training speed; ``--epochs`` gives it by hand; neither keeps each model's search
-epochs.
+run, chosen before training, never by its test accuracy. ``--retrain-minutes M`` sizes the epochs
+so that all runs together take about M minutes here, from each model's measured training speed;
+``--epochs`` gives one number by hand; neither keeps each model's search epochs.
+
+How M minutes are split (``split``). "equal": one number of epochs for all. "hypervolume" (the
+default): the split that most raises the final front's hypervolume, the figure the tool judges a
+front by (``search.view.hypervolume``: error against log10 parameters, up to the study's reference
+point). A model's accuracy there counts in proportion to its width on the front: the decades of
+parameters from its count to the next larger chosen model's (the reference point's for the
+largest). Assuming every model's accuracy rises with its epochs alike, as a - b/epochs, an epoch
+is given where it adds the most width x accuracy per second of training: the largest model, whose
+width runs to the reference point, and the cheap small ones get more than an equal share, the
+middle of the front, narrow and costly, less.
 """
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -21,12 +32,13 @@ import torch
 from optuna.trial import FrozenTrial
 
 import fmnist
-from space import ModelSpec, build
+from space import ModelSpec, build, param_count
 
 from search.loop.plan import measure_rate
 from search.study import record
 
 MAX_EPOCHS = 300  # --retrain-minutes on a fast machine: more buys little on this data
+SPLITS = ("hypervolume", "equal")  # how --retrain-minutes is split over the models
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,7 @@ class Plan:
     seeds: tuple[int, ...]
     rates: dict[int, float]       # trial number -> training images/s here
     train_images: int
+    split: str | None = None      # how --retrain-minutes was split (SPLITS); None: epochs not sized to minutes
 
     def seconds(self) -> float:
         return sum(self.train_images * e * len(self.seeds) / self.rates[n] for n, e in self.epochs.items())
@@ -55,18 +68,55 @@ def rate_here(t: FrozenTrial, spec: ModelSpec, data: fmnist.Splits, device: torc
 
 def plan(chosen: Sequence[FrozenTrial], specs: dict[int, ModelSpec], data: fmnist.Splits, device: torch.device,
          precision: str, seed: int, seeds: int = 1, minutes: float | None = None,
-         epochs: int | None = None) -> Plan:
+         epochs: int | None = None, split: str = "hypervolume", reference_params: int | None = None) -> Plan:
     rates = {t.number: rate_here(t, specs[t.number], data, device, precision) for t in chosen}
     n = len(data.train)
     if epochs is not None:
         each = {t.number: epochs for t in chosen}
     elif minutes is not None:
-        per_epoch = sum(n * seeds / rates[t.number] for t in chosen)
-        e = max(1, min(MAX_EPOCHS, int(minutes * 60 / per_epoch)))
-        each = {t.number: e for t in chosen}
+        cost = {t.number: n * seeds / rates[t.number] for t in chosen}  # seconds an epoch, all seeds
+        if split == "equal":
+            e = max(1, min(MAX_EPOCHS, int(minutes * 60 / sum(cost.values()))))
+            each = {t.number: e for t in chosen}
+        else:
+            params = {t.number: param_count(specs[t.number].arch) for t in chosen}
+            each = split_by_hypervolume(cost, front_widths(params, reference_params), minutes * 60)
     else:
         each = {t.number: specs[t.number].train.epochs for t in chosen}
-    return Plan(each, tuple(seed + k for k in range(seeds)), rates, n)
+    return Plan(each, tuple(seed + k for k in range(seeds)), rates, n,
+                split if minutes is not None and epochs is None else None)
+
+
+def front_widths(params: dict[int, int], reference_params: int | None) -> dict[int, float]:
+    """Each model's width on the front's hypervolume, in decades of parameters: from its count to
+    the next larger count among the models (models of one count share it), and for the largest to
+    the reference point's count, or to twice its own where it is past that point."""
+    counts = sorted(set(params.values()))
+    ends = counts[1:] + [max(reference_params or 0, 2 * counts[-1])]
+    width = {c: math.log10(end / c) for c, end in zip(counts, ends)}
+    return {k: width[c] for k, c in params.items()}
+
+
+def split_by_hypervolume(cost: dict[int, float], width: dict[int, float], seconds: float) -> dict[int, int]:
+    """Epochs for each model (at least 1, at most MAX_EPOCHS) within ``seconds``: one at a time where
+    width x (1/e - 1/(e+1)), the hypervolume an epoch adds under the a - b/e curve, is largest for
+    its ``cost`` in seconds; a model whose next epoch no longer fits gets no more."""
+    epochs = dict.fromkeys(cost, 1)
+    left = seconds - sum(cost.values())
+
+    def gain(k: int) -> float:
+        e = epochs[k]
+        return width[k] / (e * (e + 1)) / cost[k]
+    heap = [(-gain(k), k) for k in cost]
+    heapq.heapify(heap)
+    while heap:
+        _, k = heapq.heappop(heap)
+        if cost[k] > left or epochs[k] >= MAX_EPOCHS:
+            continue
+        epochs[k] += 1
+        left -= cost[k]
+        heapq.heappush(heap, (-gain(k), k))
+    return epochs
 
 
 def describe(p: Plan, search_epochs: dict[int, int], minutes: float | None) -> list[str]:
@@ -77,10 +127,16 @@ def describe(p: Plan, search_epochs: dict[int, int], minutes: float | None) -> l
              f"{'/'.join(map(str, epochs))} epoch(s) on all {p.train_images:,} training images; about "
              f"{p.seconds() / 60:.0f} min here (from each model's measured speed)"
              + (f", sized to --retrain-minutes {minutes:g}" if minutes is not None else "")]
+    if len(epochs) > 1:
+        lines.append("epochs by trial: " + ", ".join(f"{n}: {e}" for n, e in p.epochs.items())
+                     + ("; the minutes split where they raise the front's hypervolume most (the largest and "
+                        "the cheapest models get more, --retrain-split equal gives all one number)"
+                        if p.split == "hypervolume" else ""))
     short = [n for n, e in p.epochs.items() if e < search_epochs.get(n, 0)]
     if short:
         lines.append(f"note: {len(short)} model(s) get fewer epochs than the search trained them with "
-                     f"({search_epochs[short[0]]}); their final figure may come out lower (more minutes help)")
+                     f"(trial {short[0]}: {p.epochs[short[0]]} against {search_epochs[short[0]]}); their final "
+                     f"figure may come out lower (more minutes help)")
     return lines
 
 
