@@ -129,9 +129,9 @@ def describe(p: Plan, search_epochs: dict[int, int], minutes: float | None) -> l
              + (f", sized to --retrain-minutes {minutes:g}" if minutes is not None else "")]
     if len(epochs) > 1:
         lines.append("epochs by trial: " + ", ".join(f"{n}: {e}" for n, e in p.epochs.items())
-                     + ("; the minutes split where they raise the front's hypervolume most (the largest and "
-                        "the cheapest models get more, --retrain-split equal gives all one number)"
-                        if p.split == "hypervolume" else ""))
+                     + (" (split where an epoch raises the front's hypervolume most for its training time: the "
+                        "largest and the cheapest models get more than an equal share; --retrain-split equal "
+                        "gives all one number)" if p.split == "hypervolume" else ""))
     short = [n for n, e in p.epochs.items() if e < search_epochs.get(n, 0)]
     if short:
         lines.append(f"note: {len(short)} model(s) get fewer epochs than the search trained them with "
