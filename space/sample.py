@@ -186,8 +186,11 @@ WARM_STARTS: tuple[dict[str, Any], ...] = (
     # against 14, the search's split, seed 0) it was ahead on validation: 94.26% against 93.87%
     # with flip-shift TTA. Shifts of 2 and flips; erasing and label smoothing left to the search
     # (measured at 20 epochs on all 60k images: 93.94% test without them, 93.89% with erasing 0.5
-    # and smoothing 0.1).
-    {**_PLAIN, "stages": 3, "width": 16, "residual": True, "first_blocks": 1, "blocks": 2, "aug_shift": 2},
+    # and smoothing 0.1). The 171k net ends its epochs under-fitted, and on a CPU a batch of 128
+    # trains as many images a second as one of 256 with twice the steps: 94.30% against 93.85%
+    # (validation, flip-shift, 16 epochs, seed 0).
+    {**_PLAIN, "stages": 3, "width": 16, "residual": True, "first_blocks": 1, "blocks": 2, "aug_shift": 2,
+     "batch_size": 128},
     {**_PLAIN, "stages": 3, "width": 16, "residual": True, "first_blocks": 3, "blocks": 3, "aug_shift": 2},
 )
 
