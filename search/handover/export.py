@@ -97,7 +97,7 @@ class ExportOptions:
     minutes: float | None = None     # the final training's time budget, spread over the models
     seeds: int = 1                   # runs of each architecture in the final training
     keep_tta: bool = False           # export with the search's TTA rather than choose it again on validation
-    split: str = "hypervolume"       # how the minutes are split over the models (final.SPLITS)
+    split: str = "hypervolume"       # how the minutes are split over the models: "hypervolume" or "equal"
 
 
 def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds: fmnist.FashionMNIST,
@@ -268,10 +268,8 @@ def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], r
                       f"are the search's own training of the same architecture. Epochs: "
                       + ", ".join(f"{folder_name(t)} {m['final']['epochs']}" for t, m in zip(chosen, results)
                                   if m["final"]) + "."
-                      + (" The minutes given were split where an epoch raises the front's hypervolume most for "
-                         "its training time (the largest model, whose share of the hypervolume runs to the "
-                         "reference point, and the cheap small ones get more than an equal share; "
-                         "--retrain-split equal gives all one number)." if f.get("split") == "hypervolume" else ""))
+                      + (f" The minutes given were {final.HYPERVOLUME_SPLIT}." if f.get("split") == "hypervolume"
+                         else ""))
     doc.paragraph("A model dominates a seed model when it has no more parameters than the seed reports and a "
                   "higher test accuracy (the final mean where retrained) than the seed's reported accuracy, by "
                   "more than the model's spread over seeds; within the spread they tie. With one run no spread "

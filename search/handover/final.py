@@ -38,7 +38,10 @@ from search.loop.plan import measure_rate
 from search.study import record
 
 MAX_EPOCHS = 300  # --retrain-minutes on a fast machine: more buys little on this data
-SPLITS = ("hypervolume", "equal")  # how --retrain-minutes is split over the models
+# What the "hypervolume" split does, said by the plan line and by the report.
+HYPERVOLUME_SPLIT = ("split where an epoch raises the front's hypervolume most for its training time: the largest "
+                     "and the cheapest models get more than an equal share; --retrain-split equal gives all one "
+                     "number")
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class Plan:
     seeds: tuple[int, ...]
     rates: dict[int, float]       # trial number -> training images/s here
     train_images: int
-    split: str | None = None      # how --retrain-minutes was split (SPLITS); None: epochs not sized to minutes
+    split: str | None = None      # how --retrain-minutes was split ("hypervolume", "equal"); None: epochs not sized to minutes
 
     def seconds(self) -> float:
         return sum(self.train_images * e * len(self.seeds) / self.rates[n] for n, e in self.epochs.items())
@@ -129,9 +132,7 @@ def describe(p: Plan, search_epochs: dict[int, int], minutes: float | None) -> l
              + (f", sized to --retrain-minutes {minutes:g}" if minutes is not None else "")]
     if len(epochs) > 1:
         lines.append("epochs by trial: " + ", ".join(f"{n}: {e}" for n, e in p.epochs.items())
-                     + (" (split where an epoch raises the front's hypervolume most for its training time: the "
-                        "largest and the cheapest models get more than an equal share; --retrain-split equal "
-                        "gives all one number)" if p.split == "hypervolume" else ""))
+                     + (f" ({HYPERVOLUME_SPLIT})" if p.split == "hypervolume" else ""))
     short = [n for n, e in p.epochs.items() if e < search_epochs.get(n, 0)]
     if short:
         lines.append(f"note: {len(short)} model(s) get fewer epochs than the search trained them with "
