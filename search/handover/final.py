@@ -38,6 +38,7 @@ from search.loop.plan import measure_rate
 from search.study import record
 
 MAX_EPOCHS = 300  # --retrain-minutes on a fast machine: more buys little on this data
+PACE_WINDOW_S = 300.0  # the ETA's pace: spans a few epochs, and forgets a load that has passed
 # What the "hypervolume" split does, said by the plan line and by the report.
 HYPERVOLUME_SPLIT = ("split where an epoch raises the front's hypervolume most for its training time: the largest "
                      "and the cheapest models get more than an equal share; --retrain-split equal gives all one "
@@ -146,16 +147,27 @@ class Clock:
     """Progress over the whole final training, for an ETA that counts every run still to come.
     Work is counted in planned seconds (each model's images at its own measured speed), so that a
     small model finished fast does not make the large ones ahead look cheap: the plan's estimate
-    until something has been trained, then the remaining estimate scaled by the pace so far."""
+    until something has been trained, then the remaining estimate scaled by the recent pace (over
+    the last PACE_WINDOW_S at least), so that a load that has passed, another job on the same
+    cores, stops inflating the ETA once it is gone."""
     plan: Plan
     done: float = 0.0  # planned seconds of the runs trained so far
     started: float = dataclasses.field(default_factory=time.monotonic)
+    marks: list[tuple[float, float]] = dataclasses.field(default_factory=list)  # (when, done) at each report
+
+    def advance(self, done: float) -> None:
+        self.done = done
+        self.marks.append((time.monotonic(), done))
 
     def left(self) -> float:
-        elapsed = time.monotonic() - self.started
         if not self.done:
             return self.plan.seconds()
-        return (self.plan.seconds() - self.done) * elapsed / self.done
+        now = time.monotonic()
+        since, before = self.started, 0.0
+        for when, then_done in self.marks:
+            if now - when >= PACE_WINDOW_S and then_done < self.done:
+                since, before = when, then_done
+        return (self.plan.seconds() - self.done) * (now - since) / (self.done - before)
 
 
 def train_final(name: str, spec: ModelSpec, data: fmnist.Splits, test: fmnist.Split, epochs: int,
@@ -171,13 +183,13 @@ def train_final(name: str, spec: ModelSpec, data: fmnist.Splits, test: fmnist.Sp
         before = clock.done
 
         def progress(r: fmnist.Report) -> None:
-            clock.done = before + r.images_seen / rate
+            clock.advance(before + r.images_seen / rate)
             log(f"  {name} seed {s} ({k + 1}/{len(seeds)}): epoch {r.epoch:g} of {epochs}, train loss "
                 f"{r.train_loss:.4f}; about {clock.left() / 60:.0f} min of the final training left")
 
         result = fmnist.train(model, data, spec.train, seed=s, precision=precision, evaluate_test=False,
                               on_report=progress)
-        clock.done = before + result.images_seen / rate
+        clock.advance(before + result.images_seen / rate)
         accs.append(fmnist.accuracy(fmnist.predict(model, test.images, amp), test.labels))
         if first is None:
             first = model
