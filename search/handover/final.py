@@ -51,7 +51,7 @@ class Plan:
     seeds: tuple[int, ...]
     rates: dict[int, float]       # trial number -> training images/s here
     train_images: int
-    split: str | None = None      # how --retrain-minutes was split ("hypervolume", "equal"); None: epochs not sized to minutes
+    split: str | None = None      # "hypervolume" or "equal"; None: epochs not sized to --retrain-minutes
 
     def seconds(self) -> float:
         return sum(self.train_images * e * len(self.seeds) / self.rates[n] for n, e in self.epochs.items())
@@ -151,12 +151,15 @@ class Clock:
     the last PACE_WINDOW_S at least), so that a load that has passed, another job on the same
     cores, stops inflating the ETA once it is gone."""
     plan: Plan
-    done: float = 0.0  # planned seconds of the runs trained so far
     started: float = dataclasses.field(default_factory=time.monotonic)
     marks: list[tuple[float, float]] = dataclasses.field(default_factory=list)  # (when, done) at each report
 
+    @property
+    def done(self) -> float:
+        """Planned seconds of the runs trained so far."""
+        return self.marks[-1][1] if self.marks else 0.0
+
     def advance(self, done: float) -> None:
-        self.done = done
         self.marks.append((time.monotonic(), done))
 
     def left(self) -> float:
