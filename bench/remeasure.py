@@ -67,8 +67,9 @@ def main() -> int:
     rows.sort(key=lambda r: r["params"])
     print(f"{'model':34} {'params':>9} {'ONNX test':>9} {'stated':>8} {'search':>8} {'final mean ± std (runs)':>28}")
     for r in rows:
-        spread = (f"{100 * r['final_mean']:.2f} ± {100 * (r['final_std'] or 0):.2f} ({len(r['final_runs'])})"
-                  if r["final_mean"] is not None else "-")
+        # One run has no spread: printing ± 0.00 would claim one.
+        spread = ("-" if r["final_mean"] is None else f"{100 * r['final_mean']:.2f} (1 run)" if r["final_std"] is None
+                  else f"{100 * r['final_mean']:.2f} ± {100 * r['final_std']:.2f} ({len(r['final_runs'])})")
         search = f"{100 * r['search_test_acc']:.2f}" if r["search_test_acc"] is not None else "-"
         print(f"{r['model']:34} {r['params']:>9,} {100 * r['onnx_test_acc']:>8.2f}% {100 * r['stated_test_acc']:>7.2f}% "
               f"{search:>8} {spread:>28}")
