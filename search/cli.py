@@ -214,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seeds", type=_int_range(1, 100), default=1,
                    help="with --retrain: runs of each architecture (seeds --seed, --seed+1, ...); their mean and "
                         "spread are reported, the first seed's run is exported (default 1)")
+    e.add_argument("--parallel", type=_positive_int,
+                   help="with --retrain on a CPU: runs trained side by side, each in its own process on its share "
+                        "of the threads (default: as many as there are threads, runs and memory for; on a GPU one "
+                        "at a time)")
     e.add_argument("--whole-front", action="store_true",
                    help="with --retrain: train every front member, also one whose validation lead over a smaller "
                         "member trained no longer is within the noise (default: such a member is left out, and "

@@ -397,9 +397,10 @@ def check_search(args: argparse.Namespace, objectives: tuple[str, ...], space: s
 
 
 def export_best(args: argparse.Namespace) -> int:
-    if not args.retrain and (args.retrain_minutes is not None or args.seeds > 1 or args.epochs is not None):
-        given = "--retrain-minutes" if args.retrain_minutes is not None else "--seeds" if args.seeds > 1 else "--epochs"
-        raise UsageError(f"{given}: belongs to the final training; add --retrain")
+    given = [flag for flag, value in (("--retrain-minutes", args.retrain_minutes), ("--seeds", args.seeds > 1 or None),
+                                      ("--epochs", args.epochs), ("--parallel", args.parallel)) if value is not None]
+    if given and not args.retrain:
+        raise UsageError(f"{given[0]}: belongs to the final training; add --retrain")
     if args.whole_front and not args.retrain:
         raise UsageError("--whole-front: belongs to the final training (without --retrain the whole front is exported)")
     if args.whole_front and (args.trial or args.top is not None):
@@ -423,7 +424,7 @@ def export_best(args: argparse.Namespace) -> int:
     print(f"exporting {len(chosen)} model(s) of study {args.study!r} to {out}")
     export(study, chosen, out, store, ds, ExportOptions(device, args.precision, args.retrain, args.epochs, args.seed,
                                                          args.retrain_minutes, args.seeds, args.keep_tta,
-                                                         args.retrain_split or "hypervolume"),
+                                                         args.retrain_split or "hypervolume", args.parallel),
            protected=protected)
     print(f"done: {out / 'report.html'} and {out / 'report.md'}")
     return 0

@@ -366,7 +366,7 @@ def test_the_final_trainings_eta_weighs_each_model_by_its_own_speed(monkeypatch)
     clock = final.Clock(schedule, started=now[0])
     assert clock.left() == pytest.approx(606)
     now[0] += 12  # the small model took twice its planned time ...
-    clock.advance(60_000 / 10_000)
+    clock.advance((1, 0), 60_000 / 10_000)
     # ... so the large one ahead is expected at twice its plan, not at the small one's pace in images
     assert clock.left() == pytest.approx(1200)
 
@@ -380,11 +380,11 @@ def test_the_final_trainings_eta_forgets_a_load_that_has_passed(monkeypatch):
                         started=now[0])  # 1,000 epochs of 1 s planned
     for _ in range(10):  # three times slower for ten epochs ...
         now[0] += 3
-        clock.advance(clock.done + 1)
+        clock.advance((1, 0), clock.done + 1)
     assert clock.left() == pytest.approx(990 * 3)
     for _ in range(int(final.PACE_WINDOW_S) + 10):  # ... then at the plan's pace for longer than the window
         now[0] += 1
-        clock.advance(clock.done + 1)
+        clock.advance((1, 0), clock.done + 1)
     left = 1000 - clock.done
     assert left > 0 and clock.left() == pytest.approx(left)
 

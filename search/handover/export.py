@@ -25,7 +25,7 @@ from space import ModelSpec, build, flops, param_count, zoo
 from space.network import with_tta, without_tta
 from space.spec import tta_choices
 
-from search.handover import final, tta
+from search.handover import final, runs, tta
 from search.handover.target import check_target, write_atomically
 from search.study import record
 from search.study.artifacts import load_weights, read_state_dict
@@ -98,6 +98,7 @@ class ExportOptions:
     seeds: int = 1                   # runs of each architecture in the final training
     keep_tta: bool = False           # export with the search's TTA rather than choose it again on validation
     split: str = "hypervolume"       # how the minutes are split over the models: "hypervolume" or "equal"
+    parallel: int | None = None      # final-training runs side by side on a CPU (None: as many as fit, see runs.share)
 
 
 def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds: fmnist.FashionMNIST,
@@ -118,25 +119,30 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
     results: list[dict] = []
     if options.retrain:
         data = fmnist.make_splits(ds, val_size=0, seed=options.seed).to(options.device)
+        processes, threads = runs.share(options.device, options.parallel, len(chosen) * options.seeds)
+        if processes > 1:
+            log(f"measuring each model's training speed on {threads} thread(s), as each of {processes} runs side "
+                f"by side will train")
         schedule = final.plan(chosen, specs, data, options.device, options.precision, options.seed, options.seeds,
-                              options.minutes, options.epochs, options.split, hypervolume.reference(study)[1])
+                              options.minutes, options.epochs, options.split, hypervolume.reference(study)[1],
+                              processes, threads)
         for line in final.describe(schedule, {n: s.train.epochs for n, s in specs.items()}, options.minutes):
             log(line)
-        clock = final.Clock(schedule)
+        trained = final.train_all(schedule, specs, {t.number: folder_name(t) for t in chosen}, data, test,
+                                  options.precision, threads, final.Clock(schedule), log)
 
     def fill(tmp: Path) -> None:
         for t in chosen:
             spec = specs[t.number]
             figures_final = None
             if options.retrain:
-                model, spec, accs = final.train_final(
-                    folder_name(t), spec, data, test, schedule.epochs[t.number], schedule.seeds, options.precision,
-                    schedule.rates[t.number], clock, log)
+                model, spec = trained[t.number].model, trained[t.number].spec
                 figures_final = {"epochs": spec.train.epochs, "split": schedule.split,
                                  "train_images": schedule.train_images,
                                  "seeds": list(schedule.seeds), "exported_seed": schedule.seeds[0],
+                                 "side_by_side": schedule.processes,
                                  "tta": spec.arch.tta, "searched_tta": searched[t.number].arch.tta,
-                                 **final.summary(accs)}
+                                 **final.summary(trained[t.number].accs)}
                 record.keep_final(study, t.number, figures_final)
             else:
                 model = build(searched[t.number].arch)
@@ -262,7 +268,9 @@ def write_report(folder: Path, study: optuna.Study, chosen: list[FrozenTrial], r
         f = next(m["final"] for m in results if m["final"])
         doc.paragraph(f"Final training: each architecture trained again from scratch on all {f['train_images']:,} "
                       f"training images (the validation split included: selection was over), "
-                      f"{len(f['seeds'])} run(s) with seeds {', '.join(map(str, f['seeds']))}. The exported model "
+                      f"{len(f['seeds'])} run(s) with seeds {', '.join(map(str, f['seeds']))}"
+                      + (f", {f['side_by_side']} trained side by side" if f.get("side_by_side", 1) > 1 else "")
+                      + f". The exported model "
                       f"is the run of seed {f['exported_seed']}, chosen before training (not by its test accuracy); "
                       f"the spread is the standard deviation of the runs' test accuracy. The search's figures "
                       f"are the search's own training of the same architecture. Epochs: "
