@@ -11,6 +11,7 @@ seeds, trained on different thread counts: equal in distribution, not bit for bi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -47,19 +48,21 @@ def main() -> None:
     print(f"{len(specs)} model(s) x {args.seeds} seed(s) x {args.epochs} epoch(s) on {len(data.train):,} images; "
           f"one at a time on {all_threads} thread(s), then {processes} side by side on {threads} thread(s) each")
     walls, accs = {}, {}
-    for way, (procs, each) in (("one at a time", (1, None)), ("side by side", (processes, threads))):
-        before = torch.get_num_threads()
-        if each:
-            torch.set_num_threads(each)
-        rates = {k: measure_rate(s, data, "auto") for k, s in specs.items()}  # for the ETA only
-        torch.set_num_threads(before)
-        plan = final.Plan({k: args.epochs for k in specs}, tuple(range(args.seeds)), rates, len(data.train),
-                          processes=procs)
+    for way in ("one at a time", "side by side"):
         start = time.perf_counter()
-        trained = final.train_all(plan, specs, names, data, ds.test, "auto", each, final.Clock(plan), lambda _: None)
+        with runs.Workers(processes, threads, data, ds.test, "auto") if way == "side by side" \
+                else contextlib.nullcontext() as workers:
+            # the speeds plan the ETA, as export-best measures them (in the workers side by side)
+            rates = workers.measure(specs) if workers else {k: measure_rate(s, data, "auto") for k, s in specs.items()}
+            plan = final.Plan({k: args.epochs for k in specs}, tuple(range(args.seeds)), rates, len(data.train),
+                              processes=workers.processes if workers else 1)
+            measured = time.perf_counter() - start
+            trained = final.train_all(plan, specs, names, data, ds.test, "auto", final.Clock(plan), lambda _: None,
+                                      workers)
         walls[way] = time.perf_counter() - start
         accs[way] = {k: t.accs for k, t in trained.items()}
-        print(f"{way}: {walls[way]:.0f} s (planned {plan.seconds():.0f} s)", flush=True)
+        print(f"{way}: {walls[way]:.0f} s, of which {measured:.0f} s measuring the speeds and starting; the runs "
+              f"{walls[way] - measured:.0f} s (planned {plan.seconds():.0f} s)", flush=True)
     print(f"side by side / one at a time: {walls['one at a time'] / walls['side by side']:.2f}x the runs an hour")
     for k in specs:
         both = "; ".join(f"{way} " + " ".join(f"{100 * a:.2f}" for a in accs[way][k]) for way in accs)

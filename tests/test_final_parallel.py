@@ -183,7 +183,7 @@ def test_runs_side_by_side_report_each_seed_and_the_processes(small_study, synth
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert "3 run(s) of 2 epoch(s) on all 600 training images, 2 side by side" in out
-    assert "on 1 thread(s), as each of 2 runs side by side will train" in out
+    assert "measuring each model's training speed in 2 processes side by side, 1 thread(s) each" in out
     final_figures = json.loads((tmp_path / "out" / f"trial-{_a_trial(small_study)}" / "metrics.json").read_text())["final"]
     assert final_figures["seeds"] == [0, 1, 2] and len(final_figures["test_acc"]) == 3
     assert final_figures["side_by_side"] == 2 and final_figures["std"] is not None

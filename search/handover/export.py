@@ -4,6 +4,7 @@ renamed into place at the end, so a failure leaves no partial export behind.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -120,16 +121,18 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
     if options.retrain:
         data = fmnist.make_splits(ds, val_size=0, seed=options.seed).to(options.device)
         processes, threads = runs.share(options.device, options.parallel, len(chosen) * options.seeds)
-        if processes > 1:
-            log(f"measuring each model's training speed on {threads} thread(s), as each of {processes} runs side "
-                f"by side will train")
-        schedule = final.plan(chosen, specs, data, options.device, options.precision, options.seed, options.seeds,
-                              options.minutes, options.epochs, options.split, hypervolume.reference(study)[1],
-                              processes, threads)
-        for line in final.describe(schedule, {n: s.train.epochs for n, s in specs.items()}, options.minutes):
-            log(line)
-        trained = final.train_all(schedule, specs, {t.number: folder_name(t) for t in chosen}, data, test,
-                                  options.precision, threads, final.Clock(schedule), log)
+        with runs.Workers(processes, threads, data, test, options.precision) if processes > 1 \
+                else contextlib.nullcontext() as workers:
+            if workers:
+                log(f"measuring each model's training speed in {processes} processes side by side, "
+                    f"{threads} thread(s) each, as they will train")
+            schedule = final.plan(chosen, specs, data, options.device, options.precision, options.seed,
+                                  options.seeds, options.minutes, options.epochs, options.split,
+                                  hypervolume.reference(study)[1], workers)
+            for line in final.describe(schedule, {n: s.train.epochs for n, s in specs.items()}, options.minutes):
+                log(line)
+            trained = final.train_all(schedule, specs, {t.number: folder_name(t) for t in chosen}, data, test,
+                                      options.precision, final.Clock(schedule), log, workers)
 
     def fill(tmp: Path) -> None:
         for t in chosen:

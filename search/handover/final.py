@@ -85,31 +85,24 @@ class Plan:
         return sum(self.train_images * e * len(self.seeds) for e in self.epochs.values())
 
 
-def rate_here(t: FrozenTrial, spec: ModelSpec, data: fmnist.Splits, device: torch.device, precision: str,
-              threads: int | None = None) -> float:
+def rate_here(t: FrozenTrial, spec: ModelSpec, data: fmnist.Splits, device: torch.device, precision: str) -> float:
     """The trial's training speed on this device: as its search measured it, when it trained
-    here with the same precision on all threads, else measured briefly now (on ``threads``
-    threads, a process's share when runs train side by side)."""
+    here with the same precision, else measured briefly now."""
     a = t.user_attrs
-    if threads is None and a.get(record.DEVICE) == str(device) and a.get(record.IMAGES_PER_S) and (
+    if a.get(record.DEVICE) == str(device) and a.get(record.IMAGES_PER_S) and (
             precision == "auto" or a.get(record.PRECISION) == precision):
         return float(a[record.IMAGES_PER_S])
-    if threads is None:
-        return measure_rate(spec, data, precision)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return measure_rate(spec, data, precision)
-    finally:
-        torch.set_num_threads(before)
+    return measure_rate(spec, data, precision)
 
 
 def plan(chosen: Sequence[FrozenTrial], specs: dict[int, ModelSpec], data: fmnist.Splits, device: torch.device,
          precision: str, seed: int, seeds: int = 1, minutes: float | None = None,
          epochs: int | None = None, split: str = "hypervolume", reference_params: int | None = None,
-         processes: int = 1, threads: int | None = None) -> Plan:
-    """``processes`` runs side by side, each on ``threads`` threads (None: this process's own)."""
-    rates = {t.number: rate_here(t, specs[t.number], data, device, precision, threads) for t in chosen}
+         workers: runs.Workers | None = None) -> Plan:
+    """With ``workers``, the runs train side by side there, at the speed they measure there."""
+    rates = workers.measure(specs) if workers else {
+        t.number: rate_here(t, specs[t.number], data, device, precision) for t in chosen}
+    processes = workers.processes if workers else 1
     n = len(data.train)
     if epochs is not None:
         each = {t.number: epochs for t in chosen}
@@ -283,23 +276,26 @@ class Trained:
 
 
 def train_all(p: Plan, specs: dict[int, ModelSpec], names: dict[int, str], data: fmnist.Splits, test: fmnist.Split,
-              precision: str, threads: int | None, clock: Clock, log: Callable[[str], None]) -> dict[int, Trained]:
-    """Every run of the plan, in this process or in ``p.processes`` side by side (each on
-    ``threads`` threads), with progress and the ETA logged; each trial's models and figures."""
+              precision: str, clock: Clock, log: Callable[[str], None],
+              workers: runs.Workers | None = None) -> dict[int, Trained]:
+    """Every run of the plan, in this process or side by side in ``workers``, with progress and
+    the ETA logged; each trial's models and figures."""
     specs = {n: dataclasses.replace(specs[n], train=dataclasses.replace(specs[n].train, epochs=e))
              for n, e in p.epochs.items()}
 
+    def seen(run: tuple[int, int], images: int) -> None:
+        clock.advance(run, images / p.rates[run[0]])
+
     def report(run: tuple[int, int], r: fmnist.Report) -> None:
         n, s = run
-        clock.advance(run, r.images_seen / p.rates[n])
+        seen(run, r.images_seen)
         log(f"  {names[n]} seed {s} ({p.seeds.index(s) + 1}/{len(p.seeds)}): epoch {r.epoch:g} of {p.epochs[n]}, "
             f"train loss {r.train_loss:.4f}; about {clock.left() / 60:.0f} min of the final training left")
 
     models: dict[int, torch.nn.Module] = {}
     accs: dict[tuple[int, int], float] = {}
-    if p.processes > 1:
-        for (n, s), (model, acc) in runs.in_processes(p.runs(), specs, data, test, precision, p.processes,
-                                                      threads or 1, p.seeds[0], report).items():
+    if workers:
+        for (n, s), (model, acc) in workers.train(p.runs(), specs, p.seeds[0], seen, report).items():
             accs[n, s] = acc
             if model is not None:
                 models[n] = model
