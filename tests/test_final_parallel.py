@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from fmnist.errors import UsageError
 from search.handover import final, runs
+from search.loop import workers
 from search.testing.support import cli, load_study
 
 
@@ -80,14 +81,14 @@ def test_the_eta_with_runs_side_by_side_follows_what_is_left_of_each_run(monkeyp
 
 def test_how_many_runs_go_side_by_side(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
-    monkeypatch.setattr(runs.fmnist, "available_memory", lambda device: 64 * 2**30)
+    monkeypatch.setattr(workers, "available_memory", lambda device: 64 * 2**30)
     cpu = torch.device("cpu")
     assert runs.share(cpu, None, 10) == (4, 1)
     assert runs.share(cpu, None, 3) == (3, 1)     # no more processes than runs
     assert runs.share(cpu, None, 1) == (1, None)  # one run: in this process, on all threads
     assert runs.share(cpu, 2, 10) == (2, 2)
     assert runs.share(cpu, 1, 10) == (1, None)
-    monkeypatch.setattr(runs.fmnist, "available_memory", lambda device: 3 * 2**30)
+    monkeypatch.setattr(workers, "available_memory", lambda device: 3 * 2**30)
     assert runs.share(cpu, None, 10) == (2, 2)    # as many as memory holds
     with pytest.raises(UsageError, match="at most 2 fit"):
         runs.share(cpu, 4, 10)

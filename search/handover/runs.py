@@ -28,7 +28,7 @@ from fmnist.errors import UsageError
 from space import ModelSpec, build, flops
 
 from search.loop.plan import measure_rate
-from search.loop.workers import WORKER_BYTES
+from search.loop.workers import check_memory, processes_in_memory
 
 POLL_S = 0.5  # how soon a process that died is noticed
 SEEN_EVERY_S = 1.0  # how often a run says how far it is, between its epochs
@@ -43,12 +43,9 @@ def share(device: torch.device, asked: int | None, runs: int) -> tuple[int, int 
                              "parallel")
         return 1, None
     threads = torch.get_num_threads()
-    free = fmnist.available_memory(device)
-    fit = max(1, int(free // WORKER_BYTES)) if free is not None else threads
-    if asked and free is not None and asked > fit:
-        raise UsageError(f"{asked} runs side by side need about {WORKER_BYTES / 2**30:.1f} GiB each, and "
-                         f"{free / 2**30:.1f} GiB are free here; at most {fit} fit", "parallel")
-    n = min(asked or min(threads, fit), runs)
+    if asked:
+        check_memory(asked, f"--parallel {asked}: each run's process")
+    n = min(asked or min(threads, processes_in_memory() or threads), runs)
     return (n, max(1, threads // n)) if n > 1 else (1, None)
 
 
@@ -63,11 +60,10 @@ def one_run(spec: ModelSpec, data: fmnist.Splits, test: fmnist.Split, seed: int,
     return model, fmnist.accuracy(fmnist.predict(model, test.images, amp), test.labels)
 
 
-
-
 def _worker(arrays: dict[str, np.ndarray], threads: int, precision: str, parent: int,
             tasks: multiprocessing.Queue, out: multiprocessing.Queue) -> None:
-    """One process of ``Workers``: takes (key, kind, spec, seed, send_weights) tasks until None."""
+    """One process of ``Workers``: takes (key, kind, spec, seed, send_weights) tasks until it is
+    terminated (``Workers.__exit__``) or its parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent ends the runs
     torch.set_num_threads(threads)
 
@@ -85,8 +81,6 @@ def _worker(arrays: dict[str, np.ndarray], threads: int, precision: str, parent:
         except queue.Empty:
             orphaned()
             continue
-        if task is None:
-            return
         key, kind, spec_text, seed, send_weights = task
         out.put(("started", key, os.getpid()))
         try:

@@ -26,6 +26,21 @@ from search import signals
 WORKER_BYTES = 3 * 2**30 // 2
 
 
+def processes_in_memory() -> int | None:
+    """How many processes of WORKER_BYTES the memory free now holds (at least 1; None where it
+    cannot be told)."""
+    free = available_memory(torch.device("cpu"))
+    return None if free is None else max(1, int(free // WORKER_BYTES))
+
+
+def check_memory(processes: int, each: str) -> None:
+    """Refuse ``processes`` that the memory free now does not hold; ``each`` names one of them."""
+    free = available_memory(torch.device("cpu"))
+    if free is not None and processes * WORKER_BYTES > free:
+        raise UsageError(f"{each} needs about {WORKER_BYTES / 2**30:.1f} GiB here, and {free / 2**30:.1f} GiB "
+                         f"are free; at most {max(1, int(free // WORKER_BYTES))} fit")
+
+
 def start_workers(args: argparse.Namespace) -> list[subprocess.Popen]:
     """Workers 1..N-1 of --workers N: the same command, each with its own --worker-id, quiet, and
     its share of the CPU threads (this process is worker 0)."""
@@ -97,15 +112,7 @@ def check_workers(args: argparse.Namespace) -> None:
         print(f"warning: --threads {args.threads} is more than this machine's {cores} cores; training "
               f"will be slower, not faster", file=sys.stderr)
     if args.workers > 1:
-        free = available_memory(torch.device("cpu"))
-        if free is not None and args.workers * WORKER_BYTES > free:
-            raise UsageError(f"--workers {args.workers}: each worker process needs about "
-                             f"{WORKER_BYTES / 2**30:.1f} GiB here, and {free / 2**30:.1f} GiB are free; "
-                             f"at most {max(1, int(free // WORKER_BYTES))} fit")
+        check_memory(args.workers, f"--workers {args.workers}: each worker process")
         if args.workers > cores and not torch.cuda.is_available():
             print(f"warning: --workers {args.workers} on {cores} cores: workers share the cores, so "
                   f"each trial is slower", file=sys.stderr)
-
-
-# One worker's resident memory on a CPU: the interpreter with torch loaded, the data set, one
-# model's training (measured: about 0.9 GiB with a mid-sized net; rounded up).
