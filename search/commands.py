@@ -417,14 +417,17 @@ def export_best(args: argparse.Namespace) -> int:
     chosen = select(study, args.trial, args.max_params, args.top, args.by,
                     leave_ties=args.retrain and not args.whole_front, log=print)
     accepted(args)
+    from search.handover import runs
     from search.handover.export import ExportOptions, export
     store = artifacts.open_store(folder)
     device = fmnist.pick_device(args.device)
+    # --parallel refused, if it must be, before the data is loaded and the TTA chosen
+    processes, threads = runs.share(device, args.parallel, len(chosen) * args.seeds) if args.retrain else (1, None)
     ds = load_dataset(args)
     print(f"exporting {len(chosen)} model(s) of study {args.study!r} to {out}")
     export(study, chosen, out, store, ds, ExportOptions(device, args.precision, args.retrain, args.epochs, args.seed,
                                                          args.retrain_minutes, args.seeds, args.keep_tta,
-                                                         args.retrain_split or "hypervolume", args.parallel),
+                                                         args.retrain_split or "hypervolume", processes, threads),
            protected=protected)
     print(f"done: {out / 'report.html'} and {out / 'report.md'}")
     return 0

@@ -188,3 +188,13 @@ def test_runs_side_by_side_report_each_seed_and_the_processes(small_study, synth
     final_figures = json.loads((tmp_path / "out" / f"trial-{_a_trial(small_study)}" / "metrics.json").read_text())["final"]
     assert final_figures["seeds"] == [0, 1, 2] and len(final_figures["test_acc"]) == 3
     assert final_figures["side_by_side"] == 2 and final_figures["std"] is not None
+
+
+def test_more_runs_side_by_side_than_memory_holds_are_refused_before_any_work(small_study, synth_dir, tmp_path,
+                                                                               capsys):
+    from search.cli import main
+    assert main(["export-best", "--storage", f"sqlite:///{small_study}", "--study", "s", "--data-dir", str(synth_dir),
+                 "--out", str(tmp_path / "out"), "--retrain", "--epochs", "1", "--parallel", "100000"]) == 2
+    out, err = capsys.readouterr()
+    assert err.strip().startswith("fmnist-search: error: --parallel 100000: each run's process needs about")
+    assert "exporting" not in out and list(tmp_path.iterdir()) == []

@@ -99,7 +99,8 @@ class ExportOptions:
     seeds: int = 1                   # runs of each architecture in the final training
     keep_tta: bool = False           # export with the search's TTA rather than choose it again on validation
     split: str = "hypervolume"       # how the minutes are split over the models: "hypervolume" or "equal"
-    parallel: int | None = None      # final-training runs side by side on a CPU (None: as many as fit, see runs.share)
+    processes: int = 1               # final-training runs side by side on a CPU (runs.share) ...
+    threads: int | None = None       # ... on this many threads each (None: one at a time, on this process's)
 
 
 def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds: fmnist.FashionMNIST,
@@ -120,12 +121,11 @@ def export(study: optuna.Study, chosen: list[FrozenTrial], out: Path, store, ds:
     results: list[dict] = []
     if options.retrain:
         data = fmnist.make_splits(ds, val_size=0, seed=options.seed).to(options.device)
-        processes, threads = runs.share(options.device, options.parallel, len(chosen) * options.seeds)
-        with runs.Workers(processes, threads, data, test, options.precision) if processes > 1 \
-                else contextlib.nullcontext() as workers:
+        with runs.Workers(options.processes, options.threads, data, test, options.precision) \
+                if options.processes > 1 else contextlib.nullcontext() as workers:
             if workers:
-                log(f"measuring each model's training speed in {processes} processes side by side, "
-                    f"{threads} thread(s) each, as they will train")
+                log(f"measuring each model's training speed in {options.processes} processes side by side, "
+                    f"{options.threads} thread(s) each, as they will train")
             schedule = final.plan(chosen, specs, data, options.device, options.precision, options.seed,
                                   options.seeds, options.minutes, options.epochs, options.split,
                                   hypervolume.reference(study)[1], workers)
